@@ -1,0 +1,89 @@
+"""Self-contained checkpoints: written atomically, loaded safely (`weights_only=True`).
+
+A checkpoint is a Lightning checkpoint plus an `nmt` entry holding the resolved config and the
+SentencePiece models as plain data, so it translates on its own, without the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import nn
+
+from nmt.config import ConfigError, ExperimentConfig, from_dict
+from nmt.models import build_model
+from nmt.tokenizer import Tokenizer
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file in the same directory, fsync, then rename over the target: a
+    crash mid-write leaves the previous checkpoint intact. Loads with weights_only=True."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """torch.load with weights_only=True; any failure becomes one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: refused to load (not plain data: {reason[:200]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {reason[:200]})") from None
+
+
+@dataclass
+class LoadedModel:
+    cfg: ExperimentConfig
+    tokenizer: Tokenizer
+    model: nn.Module
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild config, tokenizer and model (in eval mode) from a checkpoint file."""
+    ckpt = read_checkpoint(path)
+    meta = ckpt.get("nmt") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "config" not in meta or "tokenizer" not in meta:
+        raise CheckpointError(f"{path}: not an nmt checkpoint (no config/tokenizer entry)")
+    try:
+        cfg = from_dict(meta["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: stored config is incompatible with this version ({err})") from None
+    tokenizer = Tokenizer.from_state_dict(meta["tokenizer"])
+    model = build_model(cfg.model, tokenizer)
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({str(err).splitlines()[0]})") from None
+    return LoadedModel(cfg=cfg, tokenizer=tokenizer, model=model.to(device).eval())

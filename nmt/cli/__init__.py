@@ -1,0 +1,28 @@
+"""Console scripts, one small module each. Known bad input ends in a one-line error, exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from nmt.checkpoint import CheckpointError
+from nmt.config import ConfigError
+from nmt.data import DataError
+from nmt.tokenizer import TokenizerError
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, TokenizerError, MisconfigurationException)
+
+
+def run_cli(prog: str, body: Callable[[], int | None], extra_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Run `body`; a user error prints `prog: error: <one line>` and returns 2, Ctrl-C returns 130."""
+    try:
+        return body() or 0
+    except USER_ERRORS + extra_errors as err:
+        message = " ".join(str(err).split())
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,285 @@
+"""Typed experiment configuration: dataclasses loaded from one YAML file per experiment.
+
+Every field is documented in the dataclass and in the shipped YAML files. Unknown keys, wrong
+types and impossible values raise `ConfigError` with a one-line message naming the key, so a
+typo fails at start rather than an hour into training. The resolved config is saved as plain
+data (`to_dict`) in the run directory and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration: unknown key, wrong type or impossible value (one-line message)."""
+
+
+@dataclass
+class DataConfig:
+    """Where the parallel text comes from and how it is cleaned and batched."""
+
+    source: str = "hsk"  # hsk | text | tsv | csv | jsonl | hub | toy_reverse
+    src_lang: str = "zh"  # source language code; also the file suffix for `text`
+    tgt_lang: str = "en"  # target language code
+    # What each split is depends on `source`: a path prefix for `text` (files PREFIX.src_lang /
+    # PREFIX.tgt_lang), a file path for tsv/csv/jsonl, a split name for `hub` and `hsk`.
+    train: str = "train"
+    valid: str = "valid"
+    test: str | None = "test"  # None: no test split
+    src_field: str = "src"  # tsv/csv/jsonl/hub: field of the source text; dots reach into dicts
+    tgt_field: str = "tgt"  # ... and of the target text (e.g. translation.en)
+    hub_name: str | None = None  # hub: dataset name, e.g. wmt/wmt19
+    hub_config: str | None = None  # hub: dataset config, e.g. zh-en
+    streaming: bool = False  # iterate without materialising the corpus (larger than memory)
+    stream_buffer: int = 20000  # streaming: examples read ahead, length-sorted into batches
+    num_proc: int = 1  # processes for datasets.map tokenisation (non-streaming)
+    max_len: int = 128  # drop training pairs with more subword tokens than this on either side
+    max_len_ratio: float = 3.0  # drop training pairs whose token-length ratio exceeds this
+    max_tokens: int = 4096  # tokens per batch: max(len) * n_sentences, source or target side
+    max_sentences: int = 0  # cap on sentences per batch (0 = no cap)
+    valid_max_tokens: int = 4096  # tokens per validation batch
+    limit_train: int = 0  # use only the first N training pairs (0 = all); for quick experiments
+    limit_valid: int = 0  # use only the first N validation pairs (0 = all)
+
+
+@dataclass
+class TokenizerConfig:
+    """SentencePiece subword model trained on the training split."""
+
+    type: str = "unigram"  # unigram | bpe
+    vocab_size: int = 8000  # pieces per vocabulary (joint: one vocabulary of this size)
+    joint: bool = True  # one vocabulary for both sides (enables three-way weight tying)
+    character_coverage: float = 0.9995  # share of characters covered; <1 maps rare ones to unk
+    input_sentence_size: int = 1000000  # sentences sampled to train on for big corpora
+    seed: int = 1  # sampling seed for SentencePiece training
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. Defaults are the paper's base model (Vaswani et al. 2017, Table 3)."""
+
+    type: str = "transformer"  # transformer (rnn comes with the baseline issue)
+    d_model: int = 512  # width of embeddings and every sublayer output
+    n_heads: int = 8  # attention heads; d_model must divide by it
+    d_ff: int = 2048  # inner width of the position-wise feed-forward network
+    n_encoder_layers: int = 6  # N in the paper
+    n_decoder_layers: int = 6
+    dropout: float = 0.1  # P_drop: on sublayer outputs and on embeddings + positions
+    attention_dropout: float = 0.0  # on attention weights (the paper uses none)
+    norm_first: bool = False  # False: post-norm as in the paper; True: pre-norm
+    tie_embeddings: bool = True  # decoder input = output projection (and encoder, if joint)
+    max_positions: int = 1024  # length of the sinusoidal table
+
+
+@dataclass
+class OptimConfig:
+    """Adam, the warm-up schedule and the loss."""
+
+    lr_schedule: str = "noam"  # noam: paper eq. 3 | inverse_sqrt: linear warm-up to peak_lr
+    lr_scale: float = 1.0  # noam: multiplies d_model^-0.5 * min(step^-0.5, step*warmup^-1.5)
+    peak_lr: float = 5.0e-4  # inverse_sqrt: lr reached at the end of warm-up
+    warmup_steps: int = 4000  # optimizer steps of warm-up
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    adam_eps: float = 1.0e-9
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.1  # epsilon_ls of the paper (section 5.4)
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings and the run's bookkeeping."""
+
+    seed: int = 1  # seeds torch, the batch order and dropout
+    max_steps: int = -1  # optimizer steps (-1: no limit)
+    max_epochs: int = -1  # passes over the data (-1: no limit)
+    max_time: str | None = None  # wall-clock limit "DD:HH:MM:SS" (None: no limit)
+    accelerator: str = "auto"  # cpu | gpu | auto
+    devices: str = "auto"  # number of devices, a list like "0,1", or auto
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    accumulate_grad_batches: int = 1  # batches per optimizer step
+    gradient_clip_val: float = 0.0  # clip the gradient norm to this (0: off)
+    val_check_interval: int = 1000  # validate every N training batches (capped at one epoch)
+    log_every_n_steps: int = 20
+    val_bleu_sentences: int = 500  # validation sentences greedily decoded for BLEU (0: all)
+    early_stopping_patience: int = 0  # validations without BLEU gain before stopping (0: off)
+    num_workers: int = 0  # DataLoader worker processes
+    max_decode_len_a: float = 1.5  # greedy decode during validation stops at a*src_len+b
+    max_decode_len_b: int = 10
+
+
+@dataclass
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, overrides and checks
+# --------------------------------------------------------------------------------------------
+
+_CHOICES = {
+    ("data", "source"): ("hsk", "text", "tsv", "csv", "jsonl", "hub", "toy_reverse"),
+    ("tokenizer", "type"): ("unigram", "bpe"),
+    ("model", "type"): ("transformer",),
+    ("optim", "lr_schedule"): ("noam", "inverse_sqrt"),
+}
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """Return `value` if it fits `annotation` (ints are accepted for floats), else raise."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # e.g. `devices: 2`
+    if annotation in (int, float, str, bool) and type(value) is annotation:
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown key '{prefix}{unknown[0]}' (known: {', '.join(sorted(known))})"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], value or {}, key)
+        else:
+            kwargs[name] = _check_type(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Impossible values fail here, before any data is read."""
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key}: '{value}' is not one of {', '.join(allowed)}")
+    m, d, o, t, tok = cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.tokenizer
+    checks = [
+        (m.d_model % m.n_heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})"),
+        (m.d_model > 0 and m.n_heads > 0 and m.d_ff > 0, "model.d_model, n_heads and d_ff must be positive"),
+        (m.n_encoder_layers >= 1 and m.n_decoder_layers >= 1, "model.n_encoder_layers and n_decoder_layers must be >= 1"),
+        (0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}"),
+        (0.0 <= m.attention_dropout < 1.0, f"model.attention_dropout must be in [0, 1), got {m.attention_dropout}"),
+        (m.max_positions > d.max_len + 1, f"model.max_positions ({m.max_positions}) must exceed data.max_len + 1 ({d.max_len + 1})"),
+        (d.max_len >= 1, f"data.max_len must be >= 1, got {d.max_len}"),
+        (d.max_len_ratio >= 1.0, f"data.max_len_ratio must be >= 1, got {d.max_len_ratio}"),
+        (d.max_tokens > d.max_len + 1, f"data.max_tokens ({d.max_tokens}) must exceed data.max_len + 1 so every pair fits a batch"),
+        (d.valid_max_tokens >= 1, "data.valid_max_tokens must be >= 1"),
+        (d.src_lang != "" and d.tgt_lang != "", "data.src_lang and data.tgt_lang must be set"),
+        (d.num_proc >= 1 and d.stream_buffer >= 1, "data.num_proc and data.stream_buffer must be >= 1"),
+        (min(d.max_sentences, d.limit_train, d.limit_valid) >= 0, "data.max_sentences, limit_train and limit_valid must be >= 0"),
+        (d.source != "hub" or bool(d.hub_name), "data.hub_name is required when data.source is hub"),
+        (tok.vocab_size >= 8, f"tokenizer.vocab_size must be >= 8, got {tok.vocab_size}"),
+        (0.0 < tok.character_coverage <= 1.0, "tokenizer.character_coverage must be in (0, 1]"),
+        (o.warmup_steps >= 1, f"optim.warmup_steps must be >= 1, got {o.warmup_steps}"),
+        (len(o.adam_betas) == 2 and all(0.0 <= b < 1.0 for b in o.adam_betas), f"optim.adam_betas must be two numbers in [0, 1), got {o.adam_betas}"),
+        (0.0 <= o.label_smoothing < 1.0, f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}"),
+        (o.peak_lr > 0 and o.lr_scale > 0 and o.adam_eps > 0, "optim.peak_lr, lr_scale and adam_eps must be positive"),
+        (t.max_steps > 0 or t.max_epochs > 0 or t.max_time is not None, "set at least one of trainer.max_steps, max_epochs or max_time"),
+        (t.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),
+        (t.val_check_interval >= 1, "trainer.val_check_interval must be >= 1"),
+        (t.gradient_clip_val >= 0, "trainer.gradient_clip_val must be >= 0"),
+        (t.val_bleu_sentences >= 0 and t.early_stopping_patience >= 0, "trainer.val_bleu_sentences and early_stopping_patience must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    if t.max_time is not None:
+        parts = t.max_time.split(":")
+        if len(parts) != 4 or not all(p.isdigit() for p in parts):
+            raise ConfigError(f"trainer.max_time must look like DD:HH:MM:SS, got '{t.max_time}'")
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (['section', 'key'], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if len(path) != 2 or not all(path):
+        raise ConfigError(f"--set expects section.key=value, got '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> ExperimentConfig:
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in (values or {}).items()}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if section not in {f.name for f in dataclasses.fields(ExperimentConfig)}:
+            raise ConfigError(f"unknown section '{section}' in --set {text}")
+        values.setdefault(section, {})
+        if not isinstance(values[section], dict):
+            raise ConfigError(f"{section}: expected a mapping")
+        values[section][key] = value
+    return validate(_build(ExperimentConfig, values, ""))
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read a YAML experiment file, apply `--set` overrides, type-check and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    try:
+        return from_dict(values or {}, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

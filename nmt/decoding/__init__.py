@@ -1,0 +1,1 @@
+"""Decoding: greedy search (beam search and sampling come with the translator issue)."""

@@ -1,0 +1,32 @@
+"""Greedy search with cached incremental decoding.
+
+Dimensions: B batch, S source length, V vocabulary.
+"""
+
+import torch
+
+from nmt.masks import make_pad_mask
+from nmt.tokenizer import BOS_ID, EOS_ID
+
+
+@torch.no_grad()
+def greedy_decode(model, src: torch.Tensor, *, max_len_a: float = 1.5, max_len_b: int = 10) -> list[list[int]]:
+    """src (B, S) -> one token list per sentence (without BOS/EOS), at most a*src_len+b tokens."""
+    src_mask = make_pad_mask(src)  # (B, 1, 1, S)
+    memory = model.encode(src, src_mask)  # (B, S, D)
+    src_lens = src_mask.sum(dim=(1, 2, 3))  # (B,)
+    max_lens = (src_lens.float() * max_len_a + max_len_b).long()  # (B,)
+    cache = model.make_cache()
+    token = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)  # (B, 1)
+    finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
+    out = []
+    for step in range(int(max_lens.max())):
+        logits = model.decode(token, memory, src_mask, cache)[:, -1]  # (B, V)
+        token = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+        token[finished] = EOS_ID
+        out.append(token)
+        finished |= (token.squeeze(1) == EOS_ID) | (step + 1 >= max_lens)
+        if bool(finished.all()):
+            break
+    ids = torch.cat(out, dim=1).tolist()  # (B, steps)
+    return [seq[: seq.index(EOS_ID)] if EOS_ID in seq else seq for seq in ids]

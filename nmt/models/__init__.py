@@ -1,0 +1,38 @@
+"""Models share one interface (`Seq2Seq`); `build_model` picks one by `model.type`."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from nmt.config import ModelConfig
+from nmt.models.transformer import Transformer
+from nmt.tokenizer import Tokenizer
+
+
+class Seq2Seq(Protocol):
+    """What training, decoding and evaluation rely on. Masks: True = may attend."""
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """src (B, S), src_mask (B, 1, 1, S) -> memory (B, S, D)"""
+
+    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+               cache: Any | None = None) -> torch.Tensor:
+        """tgt_in (B, T) -> logits (B, T, V); with a cache only the new positions are given."""
+
+    def make_cache(self) -> Any:
+        """An empty incremental-decoding cache with a `reorder(index)` method."""
+
+
+def build_model(cfg: ModelConfig, tokenizer: Tokenizer) -> nn.Module:
+    if cfg.type == "transformer":
+        return Transformer(cfg, src_vocab_size=tokenizer.src_vocab_size,
+                           tgt_vocab_size=tokenizer.tgt_vocab_size, shared_vocab=tokenizer.joint)
+    raise ValueError(f"unknown model.type '{cfg.type}'")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct trainable parameters (tied matrices counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

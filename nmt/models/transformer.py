@@ -1,0 +1,269 @@
+"""The Transformer of "Attention Is All You Need" (Vaswani et al., 2017), bottom-up as in Figure 1.
+
+Dimensions: B batch, S source length, T target length, D d_model, H heads, Dh = D / H head dim,
+V vocabulary. Masks are boolean, True = may attend (see nmt/masks.py).
+
+The model knows nothing about training: it returns logits. Loss, label smoothing and the
+learning-rate schedule live in nmt/training/.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nmt.config import ModelConfig
+from nmt.masks import make_causal_mask, make_decoder_mask
+from nmt.tokenizer import PAD_ID
+
+KV = tuple[torch.Tensor, torch.Tensor]  # keys and values, each (B, H, len, Dh)
+
+
+def sinusoidal_table(n_positions: int, d_model: int) -> torch.Tensor:
+    """Section 3.5: PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(same). (P, D)"""
+    pos = torch.arange(n_positions, dtype=torch.float32)[:, None]  # (P, 1)
+    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)  # (D/2,)
+    table = torch.zeros(n_positions, d_model)
+    table[:, 0::2] = torch.sin(pos * inv_freq)
+    table[:, 1::2] = torch.cos(pos * inv_freq)
+    return table
+
+
+class Embeddings(nn.Module):
+    """Section 3.4 + 3.5: token embedding * sqrt(D) + sinusoidal position, then dropout."""
+
+    def __init__(self, vocab_size: int, d_model: int, max_positions: int, dropout: float) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.tokens = nn.Embedding(vocab_size, d_model, padding_idx=PAD_ID)
+        # Not in the paper: N(0, D^-0.5) initialisation, so that after the sqrt(D) scaling the
+        # embeddings have unit variance and the tied output projection starts with small logits.
+        nn.init.normal_(self.tokens.weight, mean=0.0, std=d_model**-0.5)
+        with torch.no_grad():
+            self.tokens.weight[PAD_ID].zero_()
+        self.register_buffer("pe", sinusoidal_table(max_positions, d_model), persistent=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        # ids (B, L) -> (B, L, D); `offset` is the position of ids[:, 0] (incremental decoding)
+        x = self.tokens(ids) * math.sqrt(self.d_model)
+        return self.dropout(x + self.pe[offset : offset + ids.size(1)])
+
+
+class MultiHeadAttention(nn.Module):
+    """Section 3.2.2: h parallel scaled dot-product attentions (3.2.1) over projected Q, K, V.
+
+    Self-attention projects Q, K and V with one fused matrix; cross-attention projects the query
+    from the decoder and K, V from the encoder output (`memory`) with a second fused matrix.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float, *, cross: bool) -> None:
+        super().__init__()
+        self.n_heads, self.d_head, self.cross = n_heads, d_model // n_heads, cross
+        if cross:
+            self.q_proj = nn.Linear(d_model, d_model)
+            self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        else:
+            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.attention_dropout = attention_dropout
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.n_heads, self.d_head).transpose(1, 2)  # (B, n, D) -> (B, H, n, Dh)
+
+    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None, memory: torch.Tensor | None = None,
+                past: KV | None = None) -> tuple[torch.Tensor, KV]:
+        """x (B, L, D) -> (B, L, D), and the (K, V) to cache.
+
+        Self-attention: K, V of x are appended to `past` (incremental decoding).
+        Cross-attention: K, V come from `memory`, or from `past` when already computed.
+        """
+        if self.cross:
+            q = self._split_heads(self.q_proj(x))  # (B, H, L, Dh)
+            if past is None:
+                k, v = self.kv_proj(memory).chunk(2, dim=-1)  # 2 x (B, S, D)
+                past = (self._split_heads(k), self._split_heads(v))  # 2 x (B, H, S, Dh)
+            k, v = past
+        else:
+            q, k, v = (self._split_heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))  # 3 x (B, H, L, Dh)
+            if past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, past+L, Dh)
+        dropout = self.attention_dropout if self.training else 0.0
+        # softmax(Q K^T / sqrt(Dh)) V, masked where mask is False (eq. 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, L, Dh)
+        b, _, n, _ = out.shape
+        out = out.transpose(1, 2).reshape(b, n, self.n_heads * self.d_head)  # (B, L, D)
+        return self.out_proj(out), (k, v)
+
+
+class FeedForward(nn.Module):
+    """Section 3.3, eq. 2: FFN(x) = max(0, x W1 + b1) W2 + b2."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.w1, self.w2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+        # Not in the paper's text, as in its tensor2tensor code: dropout on the hidden ReLU.
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.dropout(F.relu(self.w1(x))))  # (B, L, D) -> (B, L, D)
+
+
+class Residual(nn.Module):
+    """Section 3.1 + 5.4: LayerNorm(x + Dropout(Sublayer(x))) -- post-norm, as in the paper.
+
+    With `norm_first` (pre-norm, Wang et al. 2019; not in the paper): x + Dropout(Sublayer(LayerNorm(x))),
+    which trains more stably for deep stacks; the stack then ends with a final LayerNorm.
+    """
+
+    def __init__(self, d_model: int, dropout: float, norm_first: bool) -> None:
+        super().__init__()
+        self.norm, self.dropout, self.norm_first = nn.LayerNorm(d_model), nn.Dropout(dropout), norm_first
+
+    def forward(self, x: torch.Tensor, sublayer_out: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            return x + self.dropout(sublayer_out)
+        return self.norm(x + self.dropout(sublayer_out))
+
+    def pre(self, x: torch.Tensor) -> torch.Tensor:
+        """The sublayer's input: normalised first under pre-norm, unchanged under post-norm."""
+        return self.norm(x) if self.norm_first else x
+
+
+class EncoderLayer(nn.Module):
+    """Section 3.1: self-attention, then feed-forward, each inside a residual block."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=False)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+        self.res1, self.res2 = (Residual(cfg.d_model, cfg.dropout, cfg.norm_first) for _ in range(2))
+
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        x = self.res1(x, self.self_attn(self.res1.pre(x), mask=src_mask)[0])
+        return self.res2(x, self.ffn(self.res2.pre(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Section 3.1: masked self-attention, encoder-decoder attention, feed-forward."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=False)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=True)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+        self.res1, self.res2, self.res3 = (Residual(cfg.d_model, cfg.dropout, cfg.norm_first) for _ in range(3))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, tgt_mask: torch.Tensor | None,
+                past_self: KV | None = None, past_cross: KV | None = None) -> tuple[torch.Tensor, KV, KV]:
+        h, kv_self = self.self_attn(self.res1.pre(x), mask=tgt_mask, past=past_self)
+        x = self.res1(x, h)
+        h, kv_cross = self.cross_attn(self.res2.pre(x), mask=src_mask, memory=memory, past=past_cross)
+        x = self.res2(x, h)
+        return self.res3(x, self.ffn(self.res3.pre(x))), kv_self, kv_cross
+
+
+class DecoderCache:
+    """Incremental decoding state: per decoder layer, the self-attention keys/values of all steps
+    so far (grown each step) and the cross-attention keys/values of the memory (computed once).
+
+    Beam search only ever calls `reorder(index)` to follow the surviving beams.
+    """
+
+    def __init__(self, n_layers: int) -> None:
+        self.self_kv: list[KV | None] = [None] * n_layers
+        self.cross_kv: list[KV | None] = [None] * n_layers
+        self.length = 0  # target positions already decoded
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows: index (B',) of rows of the current batch (beams that survive)."""
+        pick = lambda kv: None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))  # noqa: E731
+        self.self_kv = [pick(kv) for kv in self.self_kv]
+        self.cross_kv = [pick(kv) for kv in self.cross_kv]
+
+
+class Encoder(nn.Module):
+    """Section 3.1: a stack of N identical layers."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else nn.Identity()
+
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, src_mask)
+        return self.final_norm(x)  # (B, S, D)
+
+
+class Decoder(nn.Module):
+    """Section 3.1: a stack of N identical layers."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else nn.Identity()
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+                tgt_mask: torch.Tensor | None, cache: DecoderCache | None) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            past_self = cache.self_kv[i] if cache else None
+            past_cross = cache.cross_kv[i] if cache else None
+            x, kv_self, kv_cross = layer(x, memory, src_mask, tgt_mask, past_self, past_cross)
+            if cache:
+                cache.self_kv[i], cache.cross_kv[i] = kv_self, kv_cross
+        return self.final_norm(x)  # (B, T, D)
+
+
+class Transformer(nn.Module):
+    """Figure 1: encoder-decoder with a linear + softmax generator (we return the logits)."""
+
+    def __init__(self, cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tgt_embed = Embeddings(tgt_vocab_size, cfg.d_model, cfg.max_positions, cfg.dropout)
+        # Section 3.4: with a shared vocabulary, one matrix for both embeddings and the output.
+        if shared_vocab and cfg.tie_embeddings:
+            self.src_embed = self.tgt_embed
+        else:
+            self.src_embed = Embeddings(src_vocab_size, cfg.d_model, cfg.max_positions, cfg.dropout)
+        self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
+        self.generator = nn.Linear(cfg.d_model, tgt_vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.generator.weight = self.tgt_embed.tokens.weight
+        for name, p in self.named_parameters():  # Xavier for the projections, as fairseq/annotated
+            if p.dim() > 1 and "embed" not in name and not (cfg.tie_embeddings and name.startswith("generator")):
+                nn.init.xavier_uniform_(p)
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """src (B, S), src_mask (B, 1, 1, S) -> memory (B, S, D)"""
+        return self.encoder(self.src_embed(src), src_mask)
+
+    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+               cache: DecoderCache | None = None) -> torch.Tensor:
+        """tgt_in (B, T) -> logits (B, T, V).
+
+        Without a cache, tgt_in is the whole prefix (BOS + y) and gets the causal + padding mask.
+        With a cache, tgt_in holds only the new positions (usually one); they attend to every
+        cached position and causally among themselves. Cached == uncached is a tested property.
+        """
+        if cache is None:
+            offset, tgt_mask = 0, make_decoder_mask(tgt_in)  # (B, 1, T, T)
+        else:
+            offset, t = cache.length, tgt_in.size(1)
+            # (1, 1, t, offset + t): new position j may see all cached ones and new ones <= j
+            tgt_mask = None if t == 1 else make_causal_mask(offset + t, tgt_in.device)[:, :, offset:]
+            cache.length += t
+        x = self.decoder(self.tgt_embed(tgt_in, offset), memory, src_mask, tgt_mask, cache)
+        return self.generator(x)  # (B, T, V)
+
+    def make_cache(self) -> DecoderCache:
+        return DecoderCache(len(self.decoder.layers))
+
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V) for training and scoring."""
+        return self.decode(tgt_in, self.encode(src, src_mask), src_mask)

@@ -1,0 +1,1 @@
+"""Everything about training: loss, learning-rate schedule, the LightningModule, the run."""

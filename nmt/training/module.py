@@ -1,0 +1,109 @@
+"""The LightningModule: holds the plain model; loss, optimiser, schedule and metrics live here."""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+
+from nmt.config import ExperimentConfig
+from nmt.decoding.greedy import greedy_decode
+from nmt.evaluation import corpus_scores
+from nmt.masks import make_pad_mask
+from nmt.models import build_model
+from nmt.tokenizer import Tokenizer
+from nmt.training.loss import label_smoothed_nll
+from nmt.training.schedule import inverse_sqrt_lr, noam_lr
+
+CHECKPOINT_FORMAT = 1  # bumped when the `nmt` entry of checkpoints changes incompatibly
+
+
+class TranslationModule(L.LightningModule):
+    def __init__(self, *, cfg: ExperimentConfig, tokenizer: Tokenizer) -> None:
+        super().__init__()
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.model = build_model(cfg.model, tokenizer)
+        self._val: dict[str, Any] = {}
+        self._last_time: float | None = None
+        self._tokens_per_s: float | None = None
+
+    # -- one step, shared by training and validation ---------------------------------------------
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+        src_mask = make_pad_mask(batch["src"])  # (B, 1, 1, S)
+        logits = self.model(batch["src"], src_mask, batch["tgt_in"])  # (B, T, V)
+        epsilon = self.cfg.optim.label_smoothing if stage == "train" else 0.0
+        return label_smoothed_nll(logits, batch["tgt_out"], epsilon)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss_sum, nll_sum, n_tokens = self._shared_step(batch, "train")
+        loss = loss_sum / n_tokens  # normalised per target token
+        self._update_throughput(n_tokens)
+        bs = batch["src"].size(0)
+        self.log("loss", loss, prog_bar=True, batch_size=bs)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=bs)
+        if self._tokens_per_s is not None:
+            self.log("tok/s", self._tokens_per_s, prog_bar=True, batch_size=bs)
+        return loss
+
+    def _update_throughput(self, n_tokens: int) -> None:
+        """Target tokens (incl. EOS) per second of wall time, smoothed; reset around validation."""
+        now = time.perf_counter()
+        if self._last_time is not None:
+            rate = n_tokens / max(now - self._last_time, 1e-9)
+            self._tokens_per_s = rate if self._tokens_per_s is None else 0.9 * self._tokens_per_s + 0.1 * rate
+        self._last_time = now
+
+    # -- validation: loss, perplexity, BLEU of greedy translations -------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"loss": 0.0, "tokens": 0, "hyps": [], "refs": []}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, nll_sum, n_tokens = self._shared_step(batch, "valid")
+        self._val["loss"] += float(nll_sum)
+        self._val["tokens"] += n_tokens
+        limit = self.cfg.trainer.val_bleu_sentences
+        if limit == 0 or len(self._val["hyps"]) < limit:
+            # Validation BLEU uses the same decoder and scorer as evaluation (greedy here).
+            t = self.cfg.trainer
+            ids = greedy_decode(self.model, batch["src"], max_len_a=t.max_decode_len_a, max_len_b=t.max_decode_len_b)
+            self._val["hyps"] += [self.tokenizer.decode_tgt(x) for x in ids]
+            self._val["refs"] += batch["tgt_text"]
+
+    def on_validation_epoch_end(self) -> None:
+        totals = torch.tensor([self._val["loss"], self._val["tokens"]], dtype=torch.float64, device=self.device)
+        hyps, refs = self._val["hyps"], self._val["refs"]
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+            gathered: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, (hyps, refs))
+            hyps = [h for part in gathered for h in part[0]]
+            refs = [r for part in gathered for r in part[1]]
+        val_loss = float(totals[0] / totals[1].clamp(min=1))
+        scores = corpus_scores(hyps, [refs], tgt_lang=self.cfg.data.tgt_lang)
+        self.log_dict({"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)),
+                       "val_bleu": scores["bleu"]["score"], "val_chrf": scores["chrf"]["score"]},
+                      prog_bar=False, sync_dist=False, rank_zero_only=False)
+        self.val_scores = scores
+        self._last_time = None  # do not count validation time as training time
+
+    # -- optimiser and schedule ------------------------------------------------------------------
+    def configure_optimizers(self):
+        o, d_model = self.cfg.optim, self.cfg.model.d_model
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=tuple(o.adam_betas),
+                                     eps=o.adam_eps, weight_decay=o.weight_decay)
+        if o.lr_schedule == "noam":
+            fn = partial(noam_lr, d_model=d_model, warmup_steps=o.warmup_steps, scale=o.lr_scale)
+        else:
+            fn = partial(inverse_sqrt_lr, peak_lr=o.peak_lr, warmup_steps=o.warmup_steps)
+        # LambdaLR counts from 0 before the first step; the paper's step numbers start at 1.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: fn(step + 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- self-contained checkpoints: config and tokenizer as plain data ---------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["nmt"] = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(),
+                             "tokenizer": self.tokenizer.state_dict()}

@@ -1,0 +1,208 @@
+"""One training run, start to finish: run directory, tokenizer, data, Trainer, fit, test report.
+
+    config --> run_dir/{config.yaml, tokenizer/, checkpoints/{last,best-*}.ckpt, metrics.csv, test/}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from nmt.checkpoint import AtomicCheckpointIO, load_model
+from nmt.config import ConfigError, ExperimentConfig, save_config
+from nmt.data import TranslationDataModule, load_raw
+from nmt.evaluation import corpus_scores
+from nmt.models import count_parameters
+from nmt.tokenizer import Tokenizer, train_tokenizer
+from nmt.training.module import TranslationModule
+from nmt.translator import translate
+
+# Keys that may change between a run and its resumption (how long to train), all in `trainer`.
+RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_time", "early_stopping_patience", "num_workers"}
+
+
+class RunError(RuntimeError):
+    pass
+
+
+def say(message: str = "") -> None:
+    if rank_zero_only.rank == 0:
+        print(message, flush=True)
+
+
+def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool) -> None:
+    """Create/check the run directory before any expensive work; save the resolved config."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = run_dir / "config.yaml"
+    if resume:
+        if not last.is_file():
+            raise RunError(f"--resume: no checkpoint to resume from at {last}")
+        if saved.is_file():
+            _check_same_experiment(yaml.safe_load(saved.read_text(encoding="utf-8")), cfg.to_dict(), saved)
+    elif last.is_file():
+        raise RunError(f"{run_dir} already holds a run (checkpoints/last.ckpt): pass --resume to continue it "
+                       "or choose another --output-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as err:
+        raise RunError(f"output directory {run_dir} is not writable ({err.strerror})") from None
+    if rank_zero_only.rank == 0:
+        save_config(cfg, saved)
+
+
+def _check_same_experiment(old: dict, new: dict, where: Path) -> None:
+    for section, values in new.items():
+        for key, value in values.items():
+            if old.get(section, {}).get(key) != value and not (section == "trainer" and key in RESUMABLE_CHANGES):
+                raise RunError(f"--resume: {section}.{key} is {value!r} but the run in {where.parent} used "
+                               f"{old.get(section, {}).get(key)!r}; only trainer.{{{', '.join(sorted(RESUMABLE_CHANGES))}}} may change")
+
+
+def prepare_tokenizer(cfg: ExperimentConfig, run_dir: Path) -> Tokenizer:
+    """Train SentencePiece on the training split once (rank 0), or reuse the run's own."""
+    directory = run_dir / "tokenizer"
+    if any(directory.glob("spm*.model")):
+        return Tokenizer.load(directory)
+    if rank_zero_only.rank != 0:  # other ranks (torchrun/SLURM start them together) wait for rank 0
+        for _ in range(3600):
+            time.sleep(1)
+            if (directory / "DONE").is_file():
+                return Tokenizer.load(directory)
+        raise RunError(f"timed out waiting for rank 0 to write the tokenizer to {directory}")
+    raw = load_raw(cfg.data, "train", streaming=cfg.data.streaming)
+    src = (ex["src"] for ex in raw)
+    tgt = (ex["tgt"] for ex in load_raw(cfg.data, "train", streaming=cfg.data.streaming))
+    tokenizer = train_tokenizer(src, tgt, cfg.tokenizer)
+    tokenizer.save(directory)
+    (directory / "DONE").touch()
+    return tokenizer
+
+
+def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, n_train_batches: int | None) -> L.Trainer:
+    t = cfg.trainer
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best-step{step}-bleu{val_bleu:.2f}",
+        auto_insert_metric_name=False, monitor="val_bleu", mode="max", save_top_k=1, save_last=True)
+    callbacks = [checkpoint, TQDMProgressBar(refresh_rate=10 if os.environ.get("CI") else 1)]
+    if t.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val_bleu", mode="max", patience=t.early_stopping_patience))
+    loggers = [CSVLogger(run_dir, name="", version="logs")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+        import tensorboard  # noqa: F401  (optional)
+        loggers.append(TensorBoardLogger(run_dir, name="", version="logs"))
+    except ImportError:
+        pass
+    val_every = t.val_check_interval if n_train_batches is None else min(t.val_check_interval, n_train_batches)
+    devices = t.devices if not t.devices.isdigit() else int(t.devices)
+    return L.Trainer(
+        default_root_dir=run_dir, max_steps=t.max_steps, max_epochs=t.max_epochs, max_time=t.max_time,
+        accelerator=t.accelerator, devices=devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val or None, val_check_interval=val_every,
+        check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, callbacks=callbacks,
+        logger=loggers, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
+        num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best_checkpoint: Path | None
+    best_bleu: float | None
+    test_scores: dict | None
+    wall_s: float
+
+
+def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: bool = True) -> RunResult:
+    start = time.perf_counter()
+    prepare_run_dir(cfg, run_dir, resume=resume)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    tokenizer = prepare_tokenizer(cfg, run_dir)
+    data = TranslationDataModule(cfg, tokenizer)
+    data.setup("fit")
+    module = TranslationModule(cfg=cfg, tokenizer=tokenizer)
+    n_batches = None if cfg.data.streaming else len(data.train_dataloader())
+    trainer = build_trainer(cfg, run_dir, n_train_batches=n_batches)
+    _print_start_summary(cfg, data, module, trainer, run_dir, n_batches)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+    checkpoint = trainer.checkpoint_callback
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    best_bleu = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+    test_scores = None
+    if test and cfg.data.test and trainer.is_global_zero:
+        test_scores = run_test(cfg, best or last, run_dir / "test")
+    result = RunResult(run_dir, best, best_bleu, test_scores, time.perf_counter() - start)
+    _print_end_summary(result, trainer)
+    return result
+
+
+def run_test(cfg: ExperimentConfig, checkpoint: Path, out_dir: Path, n_samples: int = 5) -> dict:
+    """Translate the test split with the given checkpoint; write src/ref/hyp and scores."""
+    loaded = load_model(checkpoint)
+    raw = load_raw(cfg.data, "test")
+    src = [s.strip() for s in raw["src"]]
+    ref = [t.strip() for t in raw["tgt"]]
+    t0 = time.perf_counter()
+    hyp = translate(loaded, src, max_len_a=cfg.trainer.max_decode_len_a, max_len_b=cfg.trainer.max_decode_len_b)
+    seconds = time.perf_counter() - t0
+    scores = corpus_scores(hyp, [ref], tgt_lang=cfg.data.tgt_lang)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, lines in (("src.txt", src), ("ref.txt", ref), ("hyp.txt", hyp)):
+        (out_dir / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    report = {"checkpoint": str(checkpoint), "split": cfg.data.test, "sentences": len(src), "decoding": "greedy",
+              "seconds": round(seconds, 2), "scores": scores}
+    (out_dir / "scores.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    say(f"\nTest ({len(src)} held-out sentences, greedy, {seconds:.1f} s), checkpoint {checkpoint.name}:")
+    for name in ("bleu", "chrf"):
+        say(f"  {scores[name]['text']}")
+        say(f"    signature: {scores[name]['signature']}")
+    say("Sample translations:")
+    for i in range(0, len(src), max(1, len(src) // n_samples))[:n_samples]:
+        say(f"  SRC: {src[i]}\n  REF: {ref[i]}\n  HYP: {hyp[i]}")
+    return report
+
+
+def _print_start_summary(cfg, data, module, trainer, run_dir, n_batches) -> None:
+    d, m = cfg.data, cfg.model
+    tok = module.tokenizer
+    vocab = f"joint {tok.src_vocab_size}" if tok.joint else f"src {tok.src_vocab_size}, tgt {tok.tgt_vocab_size}"
+    train_line = "streaming (counts logged per epoch)" if d.streaming else str(data.train_stats)
+    say("=" * 78)
+    say(f"nmt: {d.src_lang}->{d.tgt_lang} {m.type}, run directory {run_dir}")
+    say(f"  data       source {d.source}; train: {train_line}")
+    say(f"             valid: {data.valid_stats}")
+    if n_batches:
+        say(f"             {n_batches} training batches per epoch (max_tokens {d.max_tokens}) per device")
+    say(f"  tokenizer  sentencepiece {cfg.tokenizer.type}, vocabulary {vocab}")
+    say(f"  model      {count_parameters(module.model):,} parameters: {m.n_encoder_layers}+{m.n_decoder_layers} layers, "
+        f"d_model {m.d_model}, d_ff {m.d_ff}, {m.n_heads} heads, {'pre' if m.norm_first else 'post'}-norm")
+    say(f"  device     {trainer.accelerator.__class__.__name__.replace('Accelerator', '')} x{trainer.num_devices}, "
+        f"{trainer.num_nodes} node(s), precision {cfg.trainer.precision}, torch threads {torch.get_num_threads()}")
+    say("=" * 78)
+
+
+def _print_end_summary(result: RunResult, trainer: L.Trainer) -> None:
+    say("=" * 78)
+    say(f"done in {result.wall_s / 60:.1f} min, {trainer.global_step} optimizer steps")
+    if result.best_checkpoint:
+        say(f"  best validation BLEU {result.best_bleu:.2f}: {result.best_checkpoint}")
+    say(f"  last checkpoint: {result.run_dir / 'checkpoints' / 'last.ckpt'}")
+    if result.test_scores:
+        s = result.test_scores["scores"]
+        say(f"  test BLEU {s['bleu']['score']:.2f}, chrF {s['chrf']['score']:.2f} (greedy): {result.run_dir / 'test'}")
+    say("=" * 78)
