@@ -1,0 +1,152 @@
+"""Data loading from every source kind, cleaning counts and token-bucket batching."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+
+from nmt.config import DataConfig, TokenizerConfig
+from nmt.data import (DataError, StreamingBatches, TokenBatchSampler, collate, encode_and_clean, hsk_split,
+                      load_raw, make_batches)
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
+
+PAIRS = [("你好。", "Hello."), ("谢谢你。", "Thank you."), ("他是老师。", "He is a teacher.")]
+
+
+def rows(ds):
+    return list(zip(ds["src"], ds["tgt"]))
+
+
+def test_text_files_load_line_aligned(parallel_files):
+    cfg = DataConfig(source="text", train=str(parallel_files / "train"))
+    ds = load_raw(cfg, "train")
+    assert len(ds) == 40 and ds[1] == {"src": "我爱你。", "tgt": "I love you."}
+
+
+def test_text_files_of_different_lengths_fail_naming_both(tmp_path):
+    (tmp_path / "a.zh").write_text("一\n二\n", encoding="utf-8")
+    (tmp_path / "a.en").write_text("one\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"a\.zh has 2 lines but .*a\.en has 1"):
+        load_raw(DataConfig(source="text", train=str(tmp_path / "a")), "train")
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    (tmp_path / "a.zh").write_bytes("一\n二\n".encode() + b"\xff\xfe\n")
+    (tmp_path / "a.en").write_text("one\ntwo\nthree\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"a\.zh:3: invalid UTF-8"):
+        load_raw(DataConfig(source="text", train=str(tmp_path / "a")), "train")
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"file not found: .*nope\.zh"):
+        load_raw(DataConfig(source="text", train=str(tmp_path / "nope")), "train")
+
+
+@pytest.mark.parametrize("kind", ["tsv", "csv", "jsonl"])
+def test_field_files_load_named_fields(tmp_path, kind):
+    path = tmp_path / f"train.{kind}"
+    if kind == "jsonl":
+        path.write_text("".join(json.dumps({"zh": z, "en": e, "id": i}, ensure_ascii=False) + "\n"
+                                for i, (z, e) in enumerate(PAIRS)), encoding="utf-8")
+    else:
+        sep = "\t" if kind == "tsv" else ","
+        path.write_text(f"id{sep}zh{sep}en\n" + "".join(f"{i}{sep}{z}{sep}{e}\n" for i, (z, e) in enumerate(PAIRS)),
+                        encoding="utf-8")
+    cfg = DataConfig(source=kind, train=str(path), src_field="zh", tgt_field="en")
+    assert rows(load_raw(cfg, "train")) == PAIRS
+
+
+def test_a_missing_field_is_a_clear_error(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"zh": "你好", "en": "hi"}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"data.tgt_field 'english' not found \(fields: zh, en\)"):
+        load_raw(DataConfig(source="jsonl", train=str(path), src_field="zh", tgt_field="english"), "train")
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_hub_dataset_with_a_translation_dict_loads_offline(tmp_path, streaming):
+    """A local directory in the layout of a hub dataset (WMT-style `translation` dicts)."""
+    repo = tmp_path / "wmt_like"
+    repo.mkdir()
+    for split in ("train", "validation"):
+        datasets.Dataset.from_dict({"translation": [{"zh": z, "en": e} for z, e in PAIRS]}).to_parquet(
+            str(repo / f"{split}-00000-of-00001.parquet"))
+    cfg = DataConfig(source="hub", hub_name=str(repo), train="train", valid="validation",
+                     src_field="translation.zh", tgt_field="translation.en")
+    ds = load_raw(cfg, "valid", streaming=streaming)
+    assert [(ex["src"], ex["tgt"]) for ex in ds] == PAIRS
+
+
+def test_embedded_hsk_split_is_fixed_and_disjoint():
+    train, valid, test = hsk_split("train"), hsk_split("valid"), hsk_split("test")
+    assert (len(train), len(valid), len(test)) == (3916, 218, 218)
+    assert not set(valid) & set(test) and not set(test) & set(train)
+    assert hsk_split("test") == test  # deterministic
+    assert len(set(train) | set(valid) | set(test)) == 4352
+
+
+def test_cleaning_counts_and_drops_bad_pairs():
+    ds = datasets.Dataset.from_dict({
+        "src": ["a b", "", "a b c d e f g h i j", "a", "a b c"],
+        "tgt": ["b a", "x", "j i h g f e d c b a", "a b c d e f", "c b a"]})
+    tok = train_tokenizer(ds["src"], ds["tgt"], TokenizerConfig(type="bpe", vocab_size=30))
+    kept, stats = encode_and_clean(ds, tok, DataConfig(max_len=8, max_len_ratio=3.0))
+    assert (stats.read, stats.empty, stats.too_long, stats.ratio, stats.kept) == (5, 1, 1, 1, 2)
+    assert kept["src"] == ["a b", "a b c"]
+
+
+def test_batches_respect_max_tokens_and_cover_every_index_once():
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(1, 40, 500), rng.integers(1, 40, 500)
+    batches = make_batches(src, tgt, max_tokens=300)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(500))
+    for b in batches:
+        assert len(b) * (max(max(src[b]), max(tgt[b])) + 1) <= 300
+
+
+def test_sampler_is_deterministic_for_a_seed_and_reshuffles_per_epoch():
+    src = np.arange(1, 201) % 37 + 1
+    make = lambda seed: TokenBatchSampler(src, src, max_tokens=100, seed=seed)  # noqa: E731
+    a, b, c = make(1), make(1), make(2)
+    assert list(a) == list(b)
+    assert list(a) != list(c)
+    a.set_epoch(1)
+    assert list(a) != list(b)
+
+
+def test_sampler_gives_each_rank_a_distinct_equal_share():
+    src = np.arange(1, 301) % 23 + 1
+    shares = [list(TokenBatchSampler(src, src, max_tokens=64, seed=3, rank=r, world_size=2)) for r in range(2)]
+    assert len(shares[0]) == len(shares[1])
+    seen = [i for share in shares for batch in share for i in batch]
+    assert len(seen) == len(set(seen))  # no sentence on two ranks
+    single = list(TokenBatchSampler(src, src, max_tokens=64, seed=3))
+    assert len(single) - len(shares[0]) * 2 <= 1  # at most one batch dropped to even out
+
+
+def test_sampler_skip_resumes_mid_epoch():
+    src = np.arange(1, 101) % 11 + 1
+    sampler = TokenBatchSampler(src, src, max_tokens=40, seed=0)
+    full = list(sampler)
+    sampler.skip(3)
+    assert list(sampler) == full[3:]
+    assert list(sampler) == full  # the skip applies once
+
+
+def test_collate_adds_bos_eos_and_pads():
+    batch = collate({"src_ids": [[5, 6], [7]], "tgt_ids": [[8], [9, 10]], "src": ["x", "y"], "tgt": ["u", "v"]})
+    assert batch["src"].tolist() == [[5, 6, EOS_ID], [7, EOS_ID, PAD_ID]]
+    assert batch["tgt_in"].tolist() == [[BOS_ID, 8, PAD_ID], [BOS_ID, 9, 10]]
+    assert batch["tgt_out"].tolist() == [[8, EOS_ID, PAD_ID], [9, 10, EOS_ID]]
+
+
+def test_streaming_batches_cover_the_corpus_within_max_tokens(parallel_files):
+    cfg = DataConfig(source="text", train=str(parallel_files / "train"), max_tokens=40, stream_buffer=16)
+    tok = train_tokenizer(load_raw(cfg, "train")["src"], load_raw(cfg, "train")["tgt"],
+                          TokenizerConfig(vocab_size=60))
+    stream = StreamingBatches(load_raw(cfg, "train", streaming=True), tok, cfg, seed=0)
+    batches = list(stream)
+    assert sum(b["src"].size(0) for b in batches) == stream.stats.kept == 40
+    assert all(b["src"].numel() <= 40 and b["tgt_out"].numel() <= 40 for b in batches)

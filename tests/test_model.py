@@ -1,0 +1,129 @@
+"""Properties of the Transformer with answers that can be checked by hand."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmt.config import ModelConfig
+from nmt.masks import make_causal_mask, make_pad_mask
+from nmt.models import count_parameters
+from nmt.models.transformer import MultiHeadAttention, Transformer, sinusoidal_table
+from nmt.tokenizer import PAD_ID
+
+
+def small_model(**overrides) -> Transformer:
+    cfg = ModelConfig(d_model=32, n_heads=4, d_ff=64, n_encoder_layers=2, n_decoder_layers=2,
+                      dropout=0.0, max_positions=64, **overrides)
+    torch.manual_seed(0)
+    return Transformer(cfg, src_vocab_size=50, tgt_vocab_size=50, shared_vocab=True).eval()
+
+
+def test_sinusoidal_encoding_matches_the_formula():
+    table = sinusoidal_table(50, 16)
+    for pos in (0, 1, 7, 49):
+        for i in range(8):
+            angle = pos / 10000 ** (2 * i / 16)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-5)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-5)
+
+
+def test_masks_follow_true_means_may_attend():
+    ids = torch.tensor([[5, 6, PAD_ID]])
+    assert make_pad_mask(ids).tolist() == [[[[True, True, False]]]]
+    assert make_causal_mask(3)[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_future_target_tokens_do_not_change_earlier_logits(norm_first):
+    model = small_model(norm_first=norm_first)
+    src = torch.randint(4, 50, (2, 7))
+    tgt = torch.randint(4, 50, (2, 6))
+    changed = tgt.clone()
+    changed[:, 4:] = torch.randint(4, 50, (2, 2))
+    a = model(src, make_pad_mask(src), tgt)
+    b = model(src, make_pad_mask(src), changed)
+    torch.testing.assert_close(a[:, :4], b[:, :4])
+    assert not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+def test_padding_does_not_change_non_pad_outputs():
+    model = small_model()
+    src = torch.randint(4, 50, (1, 5))
+    tgt = torch.randint(4, 50, (1, 4))
+    padded_src = torch.cat([src, torch.full((1, 3), PAD_ID)], dim=1)
+    padded_tgt = torch.cat([tgt, torch.full((1, 2), PAD_ID)], dim=1)
+    plain = model(src, make_pad_mask(src), tgt)
+    padded = model(padded_src, make_pad_mask(padded_src), padded_tgt)
+    torch.testing.assert_close(plain, padded[:, :4], atol=1e-5, rtol=1e-5)
+
+
+def test_attention_equals_a_plain_reference_computation():
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(16, 4, 0.0, cross=False).eval()
+    x = torch.randn(2, 5, 16)
+    mask = make_pad_mask(torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]) + 4 * 0)  # second row: 2 pads
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, None, :]
+    out, _ = attn(x, mask=mask)
+    # Reference: project, split heads, softmax(QK^T/sqrt(d_k)) with -inf on masked keys, merge, project.
+    q, k, v = attn.qkv_proj(x).chunk(3, dim=-1)
+    heads = lambda t: t.view(2, 5, 4, 4).transpose(1, 2)  # noqa: E731
+    scores = heads(q) @ heads(k).transpose(-1, -2) / math.sqrt(4)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    ref = (scores.softmax(-1) @ heads(v)).transpose(1, 2).reshape(2, 5, 16)
+    torch.testing.assert_close(out, attn.out_proj(ref), atol=1e-5, rtol=1e-5)
+
+
+def test_cached_step_by_step_logits_equal_the_full_forward_pass():
+    model = small_model()
+    src = torch.randint(4, 50, (3, 6))
+    src[2, 4:] = PAD_ID
+    tgt = torch.randint(4, 50, (3, 5))
+    src_mask = make_pad_mask(src)
+    full = model(src, src_mask, tgt)
+    memory, cache = model.encode(src, src_mask), model.make_cache()
+    steps = torch.cat([model.decode(tgt[:, i : i + 1], memory, src_mask, cache) for i in range(5)], dim=1)
+    torch.testing.assert_close(full, steps, atol=1e-5, rtol=1e-5)
+    # a prefix of two positions at once, then single steps, gives the same again
+    cache = model.make_cache()
+    chunked = torch.cat([model.decode(tgt[:, :2], memory, src_mask, cache)]
+                        + [model.decode(tgt[:, i : i + 1], memory, src_mask, cache) for i in range(2, 5)], dim=1)
+    torch.testing.assert_close(full, chunked, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_reorder_follows_selected_rows():
+    model = small_model()
+    src = torch.randint(4, 50, (2, 6))
+    tgt = torch.randint(4, 50, (2, 3))
+    src_mask = make_pad_mask(src)
+    memory, cache = model.encode(src, src_mask), model.make_cache()
+    model.decode(tgt[:, :2], memory, src_mask, cache)
+    index = torch.tensor([1, 1, 0])
+    cache.reorder(index)
+    step = model.decode(tgt[index, 2:3], memory[index], src_mask[index], cache)
+    full = model(src[index], src_mask[index], tgt[index])
+    torch.testing.assert_close(step[:, 0], full[:, 2], atol=1e-5, rtol=1e-5)
+
+
+def test_weights_are_tied_three_ways_with_a_joint_vocabulary():
+    model = small_model()
+    assert model.src_embed is model.tgt_embed
+    assert model.generator.weight.data_ptr() == model.tgt_embed.tokens.weight.data_ptr()
+    separate = Transformer(ModelConfig(d_model=32, n_heads=4, d_ff=64, n_encoder_layers=1, n_decoder_layers=1),
+                           src_vocab_size=40, tgt_vocab_size=30, shared_vocab=False)
+    assert separate.src_embed is not separate.tgt_embed
+    assert separate.generator.weight.data_ptr() == separate.tgt_embed.tokens.weight.data_ptr()
+
+
+def test_base_config_has_the_papers_parameter_count():
+    """Table 3: the base model has 65M parameters (with a shared ~37k BPE vocabulary)."""
+    model = Transformer(ModelConfig(), src_vocab_size=37000, tgt_vocab_size=37000, shared_vocab=True)
+    assert abs(count_parameters(model) - 65e6) / 65e6 < 0.05
+
+
+def test_embeddings_are_scaled_by_sqrt_d_model():
+    model = small_model()
+    ids = torch.tensor([[7]])
+    expected = model.src_embed.tokens.weight[7] * math.sqrt(32) + sinusoidal_table(1, 32)[0]
+    torch.testing.assert_close(model.src_embed(ids)[0, 0], expected)

@@ -1,0 +1,57 @@
+"""Loss and learning-rate schedule: the paper's formulas, checked against hand computations."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmt.tokenizer import PAD_ID
+from nmt.training.loss import label_smoothed_nll
+from nmt.training.schedule import inverse_sqrt_lr, noam_lr
+
+
+def test_label_smoothing_equals_nll_at_epsilon_zero():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 7)
+    target = torch.tensor([[4, 5, PAD_ID], [6, 4, 5]])
+    loss, nll, n = label_smoothed_nll(logits, target, 0.0)
+    expected = F.cross_entropy(logits.view(-1, 7), target.view(-1), ignore_index=PAD_ID, reduction="sum")
+    assert n == 5
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(nll, expected)
+
+
+def test_label_smoothing_by_hand_on_uniform_logits():
+    # Uniform over V=4: every -log p = log 4, so the smoothed loss is log 4 per token for any epsilon.
+    logits = torch.zeros(1, 2, 4)
+    target = torch.tensor([[1, 2]])
+    loss, _, n = label_smoothed_nll(logits, target, 0.1)
+    assert loss.item() == pytest.approx(2 * math.log(4), rel=1e-6)
+    # A confident correct prediction costs more with smoothing than without.
+    logits = torch.tensor([[[0.0, 10.0, 0.0, 0.0]]])
+    sharp, _, _ = label_smoothed_nll(logits, torch.tensor([[1]]), 0.1)
+    plain, _, _ = label_smoothed_nll(logits, torch.tensor([[1]]), 0.0)
+    assert sharp > plain
+
+
+def test_padding_is_ignored_by_the_loss():
+    logits = torch.randn(1, 3, 5)
+    a = label_smoothed_nll(logits, torch.tensor([[4, PAD_ID, PAD_ID]]), 0.1)
+    b = label_smoothed_nll(logits[:, :1], torch.tensor([[4]]), 0.1)
+    torch.testing.assert_close(a[0], b[0])
+    assert a[2] == b[2] == 1
+
+
+def test_noam_schedule_peaks_at_warmup():
+    lrs = [noam_lr(s, d_model=512, warmup_steps=4000) for s in range(1, 20001)]
+    assert max(range(len(lrs)), key=lrs.__getitem__) + 1 == 4000
+    assert lrs[3999] == pytest.approx(512**-0.5 * 4000**-0.5)
+    assert noam_lr(2000, d_model=512, warmup_steps=4000) == pytest.approx(lrs[3999] / 2)  # linear rise
+    assert noam_lr(16000, d_model=512, warmup_steps=4000) == pytest.approx(lrs[3999] / 2)  # 1/sqrt decay
+
+
+def test_inverse_sqrt_schedule_reaches_peak_lr_at_warmup():
+    assert inverse_sqrt_lr(100, peak_lr=1e-3, warmup_steps=400) == pytest.approx(2.5e-4)
+    assert inverse_sqrt_lr(400, peak_lr=1e-3, warmup_steps=400) == pytest.approx(1e-3)
+    assert inverse_sqrt_lr(1600, peak_lr=1e-3, warmup_steps=400) == pytest.approx(5e-4)
