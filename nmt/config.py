@@ -108,7 +108,7 @@ class TrainerConfig:
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     accumulate_grad_batches: int = 1  # batches per optimizer step
     gradient_clip_val: float = 0.0  # clip the gradient norm to this (0: off)
-    val_check_interval: int = 1000  # validate every N training batches (capped at one epoch)
+    val_check_interval: int = 1000  # validate every N training batches (counted across epochs)
     log_every_n_steps: int = 20
     val_bleu_sentences: int = 500  # validation sentences greedily decoded for BLEU (0: all)
     early_stopping_patience: int = 0  # validations without BLEU gain before stopping (0: off)

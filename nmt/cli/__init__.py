@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -11,6 +12,10 @@ from nmt.checkpoint import CheckpointError
 from nmt.config import ConfigError
 from nmt.data import DataError
 from nmt.tokenizer import TokenizerError
+
+# Noise from library internals that a user cannot act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TokenizerError, MisconfigurationException)
 

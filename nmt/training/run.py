@@ -1,10 +1,11 @@
 """One training run, start to finish: run directory, tokenizer, data, Trainer, fit, test report.
 
-    config --> run_dir/{config.yaml, tokenizer/, checkpoints/{last,best-*}.ckpt, metrics.csv, test/}
+    config --> run_dir/{config.yaml, tokenizer/, checkpoints/{last,best-*}.ckpt, logs/metrics.csv, test/}
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -15,7 +16,7 @@ import lightning as L
 import torch
 import yaml
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from nmt.checkpoint import AtomicCheckpointIO, load_model
@@ -91,12 +92,40 @@ def prepare_tokenizer(cfg: ExperimentConfig, run_dir: Path) -> Tokenizer:
     return tokenizer
 
 
-def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, n_train_batches: int | None) -> L.Trainer:
+class ProgressBar(TQDMProgressBar):
+    """Lightning's bar without the logger's version number (loss, lr and tok/s stay)."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class KeepMetricsOnResume(Callback):
+    """Lightning's CSV logger starts metrics.csv afresh; on resume, carry over the rows of the
+    steps the checkpoint already covers, so one file holds the whole loss curve."""
+
+    def __init__(self, path: Path) -> None:
+        self.rows: list[dict] = []
+        if path.is_file():
+            with path.open(encoding="utf-8", newline="") as f:
+                self.rows = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
+        if logger is not None and self.rows and trainer.is_global_zero:
+            kept = [row for row in self.rows if int(row["step"]) < trainer.global_step]
+            logger.experiment.metrics[:0] = kept
+
+
+def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> L.Trainer:
     t = cfg.trainer
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-step{step}-bleu{val_bleu:.2f}",
         auto_insert_metric_name=False, monitor="val_bleu", mode="max", save_top_k=1, save_last=True)
-    callbacks = [checkpoint, TQDMProgressBar(refresh_rate=10 if os.environ.get("CI") else 1)]
+    callbacks = [checkpoint, ProgressBar(refresh_rate=10 if os.environ.get("CI") else 1)]
+    if resume:
+        callbacks.append(KeepMetricsOnResume(run_dir / "logs" / "metrics.csv"))
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_bleu", mode="max", patience=t.early_stopping_patience))
     loggers = [CSVLogger(run_dir, name="", version="logs")]
@@ -106,13 +135,12 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, n_train_batches: int 
         loggers.append(TensorBoardLogger(run_dir, name="", version="logs"))
     except ImportError:
         pass
-    val_every = t.val_check_interval if n_train_batches is None else min(t.val_check_interval, n_train_batches)
     devices = t.devices if not t.devices.isdigit() else int(t.devices)
     return L.Trainer(
         default_root_dir=run_dir, max_steps=t.max_steps, max_epochs=t.max_epochs, max_time=t.max_time,
         accelerator=t.accelerator, devices=devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
-        gradient_clip_val=t.gradient_clip_val or None, val_check_interval=val_every,
+        gradient_clip_val=t.gradient_clip_val or None, val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, callbacks=callbacks,
         logger=loggers, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
         num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
@@ -136,7 +164,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
     data.setup("fit")
     module = TranslationModule(cfg=cfg, tokenizer=tokenizer)
     n_batches = None if cfg.data.streaming else len(data.train_dataloader())
-    trainer = build_trainer(cfg, run_dir, n_train_batches=n_batches)
+    trainer = build_trainer(cfg, run_dir, resume=resume)
     _print_start_summary(cfg, data, module, trainer, run_dir, n_batches)
     last = run_dir / "checkpoints" / "last.ckpt"
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)

@@ -1,0 +1,142 @@
+"""The console scripts end to end, as a user runs them (subprocesses, real files)."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = str(ROOT / "configs" / "toy_reverse.yaml")
+# A few quick steps of the toy task; dropout is 0 in that config, so losses are deterministic.
+QUICK = ["--set", "trainer.val_check_interval=20", "--set", "trainer.log_every_n_steps=1",
+         "--set", "trainer.val_bleu_sentences=50"]
+
+
+def run(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], input=stdin, capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    with open(run_dir / "logs" / "metrics.csv", encoding="utf-8") as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")}
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and pattern in lines[0], proc.stderr
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("toy") / "run"
+    proc = run("nmt.cli.train", TOY, "--output-dir", str(run_dir), "--set", "trainer.max_steps=40", *QUICK)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test BLEU" in proc.stdout
+    return run_dir
+
+
+def test_train_writes_a_complete_run_directory(toy_run):
+    for name in ("config.yaml", "tokenizer/spm.model", "checkpoints/last.ckpt", "logs/metrics.csv",
+                 "test/hyp.txt", "test/scores.json"):
+        assert (toy_run / name).is_file(), name
+    assert len(list((toy_run / "checkpoints").glob("best-*.ckpt"))) == 1
+    ckpt = torch.load(toy_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 40
+    assert ckpt["nmt"]["config"]["trainer"]["max_steps"] == 40  # resolved config inside the checkpoint
+    assert isinstance(ckpt["nmt"]["tokenizer"]["src_model"], bytes)
+
+
+def test_resume_continues_at_the_same_step_with_the_same_data(toy_run, tmp_path):
+    """Stop at step 20 (mid-epoch), resume to 40: the losses of steps 21-40 are those of the
+    uninterrupted run, which only holds if the model, optimizer, schedule and batch order resume."""
+    run_dir = tmp_path / "run"
+    first = run("nmt.cli.train", TOY, "--output-dir", str(run_dir), "--set", "trainer.max_steps=20", "--no-test", *QUICK)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run("nmt.cli.train", TOY, "--output-dir", str(run_dir), "--set", "trainer.max_steps=20", *QUICK)
+    assert_one_line_error(again, "already holds a run")
+    resumed = run("nmt.cli.train", TOY, "--output-dir", str(run_dir), "--resume", "--set", "trainer.max_steps=40",
+                  "--no-test", *QUICK)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+    straight, split = losses(toy_run), losses(run_dir)
+    assert sorted(split) == sorted(straight)
+    for step in range(20, 40):
+        assert split[step] == pytest.approx(straight[step], rel=1e-4), step
+
+
+def test_translate_reads_stdin_and_keeps_one_line_per_input(toy_run):
+    ckpt = str(toy_run / "checkpoints" / "last.ckpt")
+    proc = run("nmt.cli.translate", "--checkpoint", ckpt, "--src", "xx", "--tgt", "yy", stdin="a b c\n\nj i\n")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.split("\n")
+    assert len(out) == 4 and out[1] == "" and out[3] == ""
+
+
+def test_translate_refuses_another_language_pair(toy_run):
+    ckpt = str(toy_run / "checkpoints" / "last.ckpt")
+    proc = run("nmt.cli.translate", "--checkpoint", ckpt, "--src", "zh", "--tgt", "en", stdin="a b\n")
+    assert_one_line_error(proc, "translates xx->yy, not zh->en")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "not a readable checkpoint"),
+    (b"hello, not a checkpoint", "not a readable checkpoint"),
+    (None, "checkpoint not found"),
+])
+def test_translate_reports_bad_checkpoints_in_one_line(tmp_path, content, message):
+    path = tmp_path / "model.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    proc = run("nmt.cli.translate", "--checkpoint", str(path), "--src", "zh", "--tgt", "en", stdin="你好\n")
+    assert_one_line_error(proc, message)
+
+
+def test_truncated_checkpoint_is_reported(toy_run, tmp_path):
+    blob = (toy_run / "checkpoints" / "last.ckpt").read_bytes()
+    path = tmp_path / "cut.ckpt"
+    path.write_bytes(blob[: len(blob) // 2])
+    proc = run("nmt.cli.translate", "--checkpoint", str(path), "--src", "xx", "--tgt", "yy", stdin="a\n")
+    assert_one_line_error(proc, "not a readable checkpoint")
+
+
+def test_translate_names_the_line_with_invalid_utf8(toy_run, tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"a b\n\xff\n")
+    proc = run("nmt.cli.translate", "--checkpoint", str(toy_run / "checkpoints" / "last.ckpt"), "--src", "xx",
+               "--tgt", "yy", "-i", str(path))
+    assert_one_line_error(proc, "in.txt:2: invalid UTF-8")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "model.d_model=30"], "model.d_model (30) must be divisible by model.n_heads (4)"),
+    (["--set", "model.colour=red"], "unknown key 'model.colour'"),
+    (["--set", "trainer.max_steps=many"], "trainer.max_steps: expected int"),
+])
+def test_train_config_errors_are_one_line(tmp_path, args, message):
+    proc = run("nmt.cli.train", TOY, "--output-dir", str(tmp_path / "r"), *args)
+    assert_one_line_error(proc, message)
+
+
+def test_train_reports_bad_data_in_one_line(tmp_path):
+    (tmp_path / "train.zh").write_text("一\n二\n", encoding="utf-8")
+    (tmp_path / "train.en").write_text("one\n", encoding="utf-8")
+    proc = run("nmt.cli.train", TOY, "--output-dir", str(tmp_path / "r"), "--set", "data.source=text",
+               "--set", f"data.train={tmp_path / 'train'}", "--set", "data.src_lang=zh", "--set", "data.tgt_lang=en")
+    assert_one_line_error(proc, "has 2 lines but")
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    """DDP with the gloo backend: two ranks, distinct batch shares, one consistent checkpoint."""
+    run_dir = tmp_path / "ddp"
+    proc = run("nmt.cli.train", TOY, "--output-dir", str(run_dir), "--set", "trainer.max_steps=6",
+               "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2", "--set", "trainer.strategy=ddp",
+               "--set", "trainer.val_check_interval=3", "--set", "trainer.val_bleu_sentences=20", "--no-test")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "CPU x2" in proc.stdout
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6

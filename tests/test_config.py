@@ -1,0 +1,74 @@
+"""Configuration: typed, validated, overridable; bad input fails at start with one line."""
+
+from pathlib import Path
+
+import pytest
+
+from nmt.config import ConfigError, from_dict, load_config, parse_override
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load_and_comment_every_key(path):
+    load_config(path)
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("  ") and ":" in line and not line.strip().startswith("#"):
+            assert "#" in line, f"{path.name}: key without a comment: {line.strip()}"
+
+
+def test_shipped_configs_include_the_required_ones():
+    assert {"transformer_base.yaml", "transformer_small.yaml", "quickstart.yaml", "toy_reverse.yaml"} <= {
+        p.name for p in CONFIGS}
+
+
+def test_base_config_is_the_papers_base_model():
+    cfg = load_config(Path(CONFIGS[0]).parent / "transformer_base.yaml")
+    m, o = cfg.model, cfg.optim
+    assert (m.n_encoder_layers, m.n_decoder_layers, m.d_model, m.d_ff, m.n_heads, m.dropout) == (6, 6, 512, 2048, 8, 0.1)
+    assert (o.label_smoothing, o.adam_betas, o.adam_eps, o.warmup_steps, o.lr_schedule) == (0.1, [0.9, 0.98], 1e-9, 4000, "noam")
+    assert cfg.data.max_tokens * cfg.trainer.accumulate_grad_batches == 25000
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"model": {"d_modle": 512}}, "unknown key 'model.d_modle'"),
+    ({"modle": {}}, "unknown key 'modle'"),
+    ({"model": {"d_model": "big"}}, "model.d_model: expected int, got 'big'"),
+    ({"model": {"dropout": True}}, "model.dropout: expected float"),
+    ({"model": {"d_model": 500, "n_heads": 8}}, r"model.d_model \(500\) must be divisible by model.n_heads \(8\)"),
+    ({"model": {"dropout": 1.5}}, r"model.dropout must be in \[0, 1\)"),
+    ({"data": {"source": "ftp"}}, "data.source: 'ftp' is not one of"),
+    ({"optim": {"adam_betas": [0.9]}}, "optim.adam_betas must be two numbers"),
+    ({"trainer": {"max_steps": -1, "max_epochs": -1}}, "set at least one of trainer.max_steps"),
+    ({"trainer": {"max_time": "10 minutes", "max_steps": 5}}, "trainer.max_time must look like DD:HH:MM:SS"),
+    ({"data": {"source": "hub"}, "trainer": {"max_steps": 5}}, "data.hub_name is required"),
+])
+def test_bad_values_fail_with_a_one_line_message(values, message):
+    values.setdefault("trainer", {}).setdefault("max_steps", 10)
+    with pytest.raises(ConfigError, match=message) as err:
+        from_dict(values)
+    assert "\n" not in str(err.value)
+
+
+def test_overrides_are_parsed_as_yaml_and_type_checked():
+    assert parse_override("model.dropout=0.3") == (["model", "dropout"], 0.3)
+    assert parse_override("trainer.max_time=00:00:05:00") == (["trainer", "max_time"], "00:00:05:00")
+    cfg = from_dict({"trainer": {"max_steps": 1}}, ["model.d_model=256", "model.n_heads=4", "optim.adam_betas=[0.9, 0.99]"])
+    assert (cfg.model.d_model, cfg.optim.adam_betas) == (256, [0.9, 0.99])
+    with pytest.raises(ConfigError, match="unknown key 'model.width'"):
+        from_dict({"trainer": {"max_steps": 1}}, ["model.width=3"])
+    with pytest.raises(ConfigError, match="--set expects section.key=value"):
+        parse_override("model.dropout")
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {d_model: [\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML"):
+        load_config(bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("trainer:\n  max_stpes: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"typo.yaml: unknown key 'trainer.max_stpes'"):
+        load_config(typo)
