@@ -10,7 +10,6 @@ reads any source as an iterable and batches it from a bounded look-ahead buffer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -404,10 +403,6 @@ def dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def text_fingerprint(texts: list[str]) -> str:
-    return hashlib.sha1("\n".join(texts).encode("utf-8")).hexdigest()[:12]
 
 
 class TranslationDataModule(L.LightningDataModule):

@@ -140,3 +140,15 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "CPU x2" in proc.stdout
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_streaming_mode_trains_end_to_end(tmp_path, parallel_files):
+    run_dir = tmp_path / "stream"
+    proc = run("nmt.cli.train", TOY, "--output-dir", str(run_dir), "--set", "data.source=text",
+               "--set", f"data.train={parallel_files / 'train'}", "--set", f"data.valid={parallel_files / 'valid'}",
+               "--set", f"data.test={parallel_files / 'test'}", "--set", "data.src_lang=zh", "--set", "data.tgt_lang=en",
+               "--set", "data.streaming=true", "--set", "data.stream_buffer=16", "--set", "tokenizer.vocab_size=60",
+               "--set", "trainer.max_steps=8", "--set", "trainer.val_check_interval=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "streaming" in proc.stdout and "test BLEU" in proc.stdout
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from nmt.config import ModelConfig
 from nmt.masks import make_causal_mask, make_pad_mask
@@ -63,8 +62,7 @@ def test_attention_equals_a_plain_reference_computation():
     torch.manual_seed(0)
     attn = MultiHeadAttention(16, 4, 0.0, cross=False).eval()
     x = torch.randn(2, 5, 16)
-    mask = make_pad_mask(torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]) + 4 * 0)  # second row: 2 pads
-    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, None, :]
+    mask = make_pad_mask(torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, PAD_ID, PAD_ID]]))  # second row: 2 pads
     out, _ = attn(x, mask=mask)
     # Reference: project, split heads, softmax(QK^T/sqrt(d_k)) with -inf on masked keys, merge, project.
     q, k, v = attn.qkv_proj(x).chunk(3, dim=-1)

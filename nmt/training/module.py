@@ -30,6 +30,7 @@ class TranslationModule(L.LightningModule):
         self._val: dict[str, Any] = {}
         self._last_time: float | None = None
         self._tokens_per_s: float | None = None
+        self.train_tokens, self.train_seconds = 0, 0.0  # for the run's average tokens/s
 
     # -- one step, shared by training and validation ---------------------------------------------
     def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -52,7 +53,9 @@ class TranslationModule(L.LightningModule):
     def _update_throughput(self, n_tokens: int) -> None:
         """Target tokens (incl. EOS) per second of wall time, smoothed; reset around validation."""
         now = time.perf_counter()
-        if self._last_time is not None:
+        if self._last_time is not None:  # the first step after start/validation is not timed
+            self.train_tokens += n_tokens
+            self.train_seconds += now - self._last_time
             rate = n_tokens / max(now - self._last_time, 1e-9)
             self._tokens_per_s = rate if self._tokens_per_s is None else 0.9 * self._tokens_per_s + 0.1 * rate
         self._last_time = now

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from nmt.checkpoint import AtomicCheckpointIO, load_model
-from nmt.config import ConfigError, ExperimentConfig, save_config
+from nmt.config import ExperimentConfig, save_config
 from nmt.data import TranslationDataModule, load_raw
 from nmt.evaluation import corpus_scores
 from nmt.models import count_parameters
@@ -153,6 +153,7 @@ class RunResult:
     best_bleu: float | None
     test_scores: dict | None
     wall_s: float
+    train_tokens_per_s: float  # target tokens (incl. EOS) per second of training steps, this process
 
 
 def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: bool = True) -> RunResult:
@@ -174,7 +175,8 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
     test_scores = None
     if test and cfg.data.test and trainer.is_global_zero:
         test_scores = run_test(cfg, best or last, run_dir / "test")
-    result = RunResult(run_dir, best, best_bleu, test_scores, time.perf_counter() - start)
+    result = RunResult(run_dir, best, best_bleu, test_scores, time.perf_counter() - start,
+                       module.train_tokens / max(module.train_seconds, 1e-9))
     _print_end_summary(result, trainer)
     return result
 
@@ -226,7 +228,8 @@ def _print_start_summary(cfg, data, module, trainer, run_dir, n_batches) -> None
 
 def _print_end_summary(result: RunResult, trainer: L.Trainer) -> None:
     say("=" * 78)
-    say(f"done in {result.wall_s / 60:.1f} min, {trainer.global_step} optimizer steps")
+    say(f"done in {result.wall_s / 60:.1f} min, {trainer.global_step} optimizer steps, "
+        f"{result.train_tokens_per_s:,.0f} target tokens/s while training (per device)")
     if result.best_checkpoint:
         say(f"  best validation BLEU {result.best_bleu:.2f}: {result.best_checkpoint}")
     say(f"  last checkpoint: {result.run_dir / 'checkpoints' / 'last.ckpt'}")
