@@ -457,9 +457,11 @@ class TranslationDataModule(L.LightningDataModule):
             self._train_sampler.skip(seen)
 
     def val_dataloader(self) -> DataLoader:
+        """Every rank validates its share of the sentences (i = rank mod W), none dropped."""
         rank, world = dist_rank_world()
-        sampler = TokenBatchSampler(
-            np.array([len(x) for x in self.valid_ds["src_ids"]]), np.array([len(x) for x in self.valid_ds["tgt_ids"]]),
-            max_tokens=self.cfg.data.valid_max_tokens, shuffle=False, rank=rank, world_size=1)
-        batches = sampler.batches(0)[rank::world]  # validation: every rank its share, none dropped
+        mine = np.arange(rank, len(self.valid_ds), world)
+        src_lens = np.array([len(x) for x in self.valid_ds["src_ids"]])[mine]
+        tgt_lens = np.array([len(x) for x in self.valid_ds["tgt_ids"]])[mine]
+        batches = make_batches(src_lens, tgt_lens, max_tokens=self.cfg.data.valid_max_tokens)
+        batches = [mine[b].tolist() for b in batches]
         return DataLoader(BatchView(self.valid_ds), batch_size=None, sampler=batches)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = str(ROOT / "configs" / "toy_reverse.yaml")
 # A few quick steps of the toy task; dropout is 0 in that config, so losses are deterministic.
 QUICK = ["--set", "trainer.val_check_interval=20", "--set", "trainer.log_every_n_steps=1",
-         "--set", "trainer.val_bleu_sentences=50"]
+         "--set", "trainer.val_bleu_sentences=50", "--set", "data.limit_train=5000"]
 
 
 def run(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -136,7 +136,8 @@ def test_two_process_ddp_on_cpu(tmp_path):
     run_dir = tmp_path / "ddp"
     proc = run("nmt.cli.train", TOY, "--output-dir", str(run_dir), "--set", "trainer.max_steps=6",
                "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2", "--set", "trainer.strategy=ddp",
-               "--set", "trainer.val_check_interval=3", "--set", "trainer.val_bleu_sentences=20", "--no-test")
+               "--set", "trainer.val_check_interval=3", "--set", "trainer.val_bleu_sentences=20",
+               "--set", "data.limit_train=5000", "--no-test")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "CPU x2" in proc.stdout
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6

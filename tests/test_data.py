@@ -6,10 +6,11 @@ import datasets
 import numpy as np
 import pytest
 
-from nmt.config import DataConfig, TokenizerConfig
+from nmt.config import DataConfig, TokenizerConfig, load_config
 from nmt.data import (DataError, StreamingBatches, TokenBatchSampler, collate, encode_and_clean, hsk_split,
                       load_raw, make_batches)
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
+from tests.conftest import ROOT, needs_shared
 
 PAIRS = [("你好。", "Hello."), ("谢谢你。", "Thank you."), ("他是老师。", "He is a teacher.")]
 
@@ -150,3 +151,11 @@ def test_streaming_batches_cover_the_corpus_within_max_tokens(parallel_files):
     batches = list(stream)
     assert sum(b["src"].size(0) for b in batches) == stream.stats.kept == 40
     assert all(b["src"].numel() <= 40 and b["tgt_out"].numel() <= 40 for b in batches)
+
+
+def test_shared_tatoeba_splits_load_as_configured_in_transformer_small():
+    needs_shared("tatoeba-cmn", "valid.zh")
+    cfg = load_config(ROOT / "configs" / "transformer_small.yaml").data
+    cfg.valid = str(ROOT / cfg.valid)  # the config's paths are relative to the repository root
+    ds = load_raw(cfg, "valid")
+    assert len(ds) == 2000 and all(ds["src"][:50]) and all(ds["tgt"][:50])

@@ -13,7 +13,7 @@ from tests.test_cli import TOY
 
 
 def test_toy_reverse_reaches_95_percent_exact_match(tmp_path):
-    cfg = load_config(TOY, ["trainer.max_steps=700", "trainer.val_check_interval=350", "trainer.val_bleu_sentences=100"])
+    cfg = load_config(TOY, ["trainer.val_check_interval=400", "trainer.val_bleu_sentences=100"])
     result = train(cfg, tmp_path / "toy", test=False)
     loaded = load_model(result.best_checkpoint)
     pairs = toy_reverse_split("test")

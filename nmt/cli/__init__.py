@@ -16,6 +16,8 @@ from nmt.tokenizer import TokenizerError
 # Noise from library internals that a user cannot act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+# Validation metrics are computed from all ranks' gathered sentences, so they are already global.
+warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('val_.*sync_dist=True.*")
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TokenizerError, MisconfigurationException)
 

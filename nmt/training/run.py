@@ -101,6 +101,19 @@ class ProgressBar(TQDMProgressBar):
         return metrics
 
 
+class SaveLastAtEnd(Callback):
+    """Write checkpoints/last.ckpt when training stops (max_steps, max_time, early stop), also
+    between validations: Lightning's ModelCheckpoint saves `last` at train end only if it never
+    saved one before, so the steps since the last validation would be lost."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
+
+
 class KeepMetricsOnResume(Callback):
     """Lightning's CSV logger starts metrics.csv afresh; on resume, carry over the rows of the
     steps the checkpoint already covers, so one file holds the whole loss curve."""
@@ -123,7 +136,8 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False)
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-step{step}-bleu{val_bleu:.2f}",
         auto_insert_metric_name=False, monitor="val_bleu", mode="max", save_top_k=1, save_last=True)
-    callbacks = [checkpoint, ProgressBar(refresh_rate=10 if os.environ.get("CI") else 1)]
+    callbacks = [checkpoint, SaveLastAtEnd(run_dir / "checkpoints" / "last.ckpt"),
+                 ProgressBar(refresh_rate=10 if os.environ.get("CI") else 1)]
     if resume:
         callbacks.append(KeepMetricsOnResume(run_dir / "logs" / "metrics.csv"))
     if t.early_stopping_patience:
