@@ -11,5 +11,7 @@ nmt-train configs/quickstart.yaml --output-dir "$run_dir"
 echo
 echo "nmt-translate with the best checkpoint, from stdin:"
 best=$(ls "$run_dir"/checkpoints/best-*.ckpt | head -n 1)
-printf '我们明天去学校。\n你喜欢喝茶吗？\n' | tee /dev/stderr | nmt-translate --checkpoint "$best" --src zh --tgt en
+printf '我们明天去学校。\n你喜欢喝茶吗？\n' > "$run_dir/demo.zh"
+nmt-translate --checkpoint "$best" --src zh --tgt en < "$run_dir/demo.zh" > "$run_dir/demo.en"
+paste "$run_dir/demo.zh" "$run_dir/demo.en" | sed 's/\t/  ->  /'
 echo "run directory: $run_dir (test/ holds src, ref, hyp and scores.json)"

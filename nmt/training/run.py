@@ -101,17 +101,44 @@ class ProgressBar(TQDMProgressBar):
         return metrics
 
 
-class SaveLastAtEnd(Callback):
-    """Write checkpoints/last.ckpt when training stops (max_steps, max_time, early stop), also
-    between validations: Lightning's ModelCheckpoint saves `last` at train end only if it never
-    saved one before, so the steps since the last validation would be lost."""
+class StopAndSave(Callback):
+    """Ends training at `trainer.max_time` and writes checkpoints/last.ckpt at the final batch.
 
-    def __init__(self, path: Path) -> None:
+    Lightning's ModelCheckpoint writes `last` at validation, and at train end only if it never
+    wrote one, so the steps since the last validation would be lost; a checkpoint written in
+    `on_train_end` would mark the epoch as finished and break the resumed batch order. Saving in
+    `on_train_batch_end` of the final batch resumes exactly. The time limit lives here (instead of
+    Lightning's Timer, which runs after this callback) so the final batch is known when it ends;
+    training time spent before a resume counts towards it.
+    """
+
+    def __init__(self, path: Path, max_time: str | None) -> None:
         self.path = path
+        self.max_seconds = None
+        if max_time:
+            days, hours, minutes, seconds = (int(x) for x in max_time.split(":"))
+            self.max_seconds = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+        self.elapsed_before, self._start = 0.0, time.monotonic()
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step > 0:
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self._start
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.monotonic()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if self.max_seconds is not None and self.elapsed() >= self.max_seconds:
+            trainer.should_stop = True
+        final = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step or (
+            trainer.is_last_batch and 0 < (trainer.max_epochs or 0) <= trainer.current_epoch + 1)
+        if final:
             trainer.save_checkpoint(self.path)
+
+    def state_dict(self) -> dict:
+        return {"elapsed": self.elapsed()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.elapsed_before = float(state.get("elapsed", 0.0))
 
 
 class KeepMetricsOnResume(Callback):
@@ -136,7 +163,7 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False)
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-step{step}-bleu{val_bleu:.2f}",
         auto_insert_metric_name=False, monitor="val_bleu", mode="max", save_top_k=1, save_last=True)
-    callbacks = [checkpoint, SaveLastAtEnd(run_dir / "checkpoints" / "last.ckpt"),
+    callbacks = [checkpoint, StopAndSave(run_dir / "checkpoints" / "last.ckpt", t.max_time),
                  ProgressBar(refresh_rate=10 if os.environ.get("CI") else 1)]
     if resume:
         callbacks.append(KeepMetricsOnResume(run_dir / "logs" / "metrics.csv"))
@@ -151,7 +178,7 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False)
         pass
     devices = t.devices if not t.devices.isdigit() else int(t.devices)
     return L.Trainer(
-        default_root_dir=run_dir, max_steps=t.max_steps, max_epochs=t.max_epochs, max_time=t.max_time,
+        default_root_dir=run_dir, max_steps=t.max_steps, max_epochs=t.max_epochs,
         accelerator=t.accelerator, devices=devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val or None, val_check_interval=t.val_check_interval,
