@@ -22,17 +22,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from nmt.config import load_config  # heavy imports (torch, lightning) after argument parsing
+    from nmt.training.run import RunError, train
 
     def body() -> int:
-        from nmt.config import load_config
-        from nmt.training.run import RunError, train  # noqa: F401 (heavy imports after arg parsing)
-
         cfg = load_config(args.config, args.overrides)
-        run_dir = args.output_dir or Path("runs") / Path(args.config).stem
-        train(cfg, run_dir, resume=args.resume, test=not args.no_test)
+        train(cfg, args.output_dir or Path("runs") / Path(args.config).stem, resume=args.resume,
+              test=not args.no_test)
         return 0
-
-    from nmt.training.run import RunError
 
     return run_cli("nmt-train", body, (RunError,))
 

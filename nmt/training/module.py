@@ -68,7 +68,7 @@ class TranslationModule(L.LightningModule):
         _, nll_sum, n_tokens = self._shared_step(batch, "valid")
         self._val["loss"] += float(nll_sum)
         self._val["tokens"] += n_tokens
-        limit = self.cfg.trainer.val_bleu_sentences
+        limit = math.ceil(self.cfg.trainer.val_bleu_sentences / self.trainer.world_size)  # this rank's share
         if limit == 0 or len(self._val["hyps"]) < limit:
             # Validation BLEU uses the same decoder and scorer as evaluation (greedy here).
             t = self.cfg.trainer
