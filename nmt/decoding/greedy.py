@@ -6,7 +6,7 @@ Dimensions: B batch, S source length, V vocabulary.
 import torch
 
 from nmt.masks import make_pad_mask
-from nmt.tokenizer import BOS_ID, EOS_ID
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 @torch.no_grad()
@@ -22,6 +22,7 @@ def greedy_decode(model, src: torch.Tensor, *, max_len_a: float = 1.5, max_len_b
     out = []
     for step in range(int(max_lens.max())):
         logits = model.decode(token, memory, src_mask, cache)[:, -1]  # (B, V)
+        logits[:, [PAD_ID, BOS_ID]] = float("-inf")  # never generated
         token = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
         token[finished] = EOS_ID
         out.append(token)

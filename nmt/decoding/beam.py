@@ -1,0 +1,155 @@
+"""Batched beam search in three pieces: a pure `beam_step`, hypothesis bookkeeping, and a driver
+whose loop has numbered phases (encode -> step -> expand -> retire finished -> choose beams ->
+reorder cache -> stop). The decomposition follows fairseq's `search.BeamSearch.step` and
+OpenNMT-py's driver/strategy split.
+
+Dimensions: B sentences, A sentences still active, K beam size, V vocabulary, S source length,
+t target positions so far. Rows of the decoder batch are (sentence, beam) pairs: row = a * K + k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from nmt.decoding.penalties import PENALTIES, final_score
+from nmt.masks import make_pad_mask
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class BeamOptions:
+    beam_size: int = 5
+    n_best: int = 1  # hypotheses returned per sentence, best first (<= beam_size)
+    max_len_a: float = 1.5  # at most a * src_len + b generated tokens (EOS not counted)
+    max_len_b: int = 10
+    min_len: int = 1  # at least this many tokens before EOS
+    length_penalty: str = "gnmt"  # gnmt: ((5+|Y|)/6)^alpha | length: |Y|^alpha | none
+    alpha: float = 0.6
+    no_repeat_ngram_size: int = 0  # 0: off; n: no n-gram occurs twice in a hypothesis
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1 or not 1 <= self.n_best <= self.beam_size:
+            raise ValueError(f"need beam_size >= 1 and 1 <= n_best <= beam_size, got {self.beam_size}, {self.n_best}")
+        if self.length_penalty not in PENALTIES:
+            raise ValueError(f"length_penalty must be one of {', '.join(PENALTIES)}, got {self.length_penalty!r}")
+        if self.min_len < 0 or self.max_len_a < 0 or self.max_len_b < 0 or self.no_repeat_ngram_size < 0:
+            raise ValueError("min_len, max_len_a, max_len_b and no_repeat_ngram_size must not be negative")
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # generated tokens, without BOS and EOS
+    score: float  # logprob after the length penalty: what hypotheses are ranked by
+    logprob: float  # summed log-probability of tokens + EOS
+
+
+# -- 1. the pure step -----------------------------------------------------------------------------
+
+
+def beam_step(lprobs: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """lprobs (A, K, V) next-token log-probs, scores (A, K) cumulative -> the 2K best extensions
+    per sentence: (cand_scores, cand_tokens, cand_beams), each (A, 2K), best first.
+
+    2K, not K: up to K of the candidates can end in EOS and retire, and K must remain to go on.
+    """
+    a, k, v = lprobs.shape
+    total = (scores.unsqueeze(-1) + lprobs).view(a, k * v)  # (A, K*V)
+    cand_scores, flat = total.topk(min(2 * k, k * v), dim=-1)  # (A, 2K)
+    return cand_scores, flat % v, torch.div(flat, v, rounding_mode="floor")
+
+
+# -- 2. constraints on the next token -------------------------------------------------------------
+
+
+def constrain(lprobs: torch.Tensor, prefixes: torch.Tensor, max_lens: torch.Tensor, step: int,
+              opts: BeamOptions) -> torch.Tensor:
+    """lprobs (N, V), prefixes (N, 1 + step) with BOS, max_lens (N,) -> lprobs with banned tokens at -inf."""
+    lprobs[:, PAD_ID] = NEG_INF
+    lprobs[:, BOS_ID] = NEG_INF
+    if step < opts.min_len:
+        lprobs[:, EOS_ID] = NEG_INF
+    at_max = step >= max_lens  # (N,): only EOS may follow
+    if bool(at_max.any()):
+        eos = lprobs[at_max, EOS_ID].clone()
+        lprobs[at_max] = NEG_INF
+        lprobs[at_max, EOS_ID] = torch.where(torch.isfinite(eos), eos, torch.zeros_like(eos))
+    if opts.no_repeat_ngram_size:
+        ban_repeated_ngrams(lprobs, prefixes[:, 1:], opts.no_repeat_ngram_size)
+    return lprobs
+
+
+def ban_repeated_ngrams(lprobs: torch.Tensor, generated: torch.Tensor, n: int) -> None:
+    """In place: a token that would complete an n-gram already in the hypothesis gets -inf."""
+    if generated.size(1) < n - 1 or n < 1:
+        return
+    for row, seq in enumerate(generated.tolist()):
+        tail = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
+        for i in range(len(seq) - n + 1):
+            if tuple(seq[i : i + n - 1]) == tail:
+                lprobs[row, seq[i + n - 1]] = NEG_INF
+
+
+# -- 3. the driver --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def beam_search(model, src: torch.Tensor, opts: BeamOptions) -> list[list[Hypothesis]]:
+    """src (B, S) -> per sentence the `n_best` hypotheses, best first."""
+    k = opts.beam_size
+    # Phase 1: encode once, then give every sentence K rows.
+    src_mask = make_pad_mask(src)  # (B, 1, 1, S)
+    memory = model.encode(src, src_mask)  # (B, S, D)
+    max_lens = (src_mask.sum(dim=(1, 2, 3)).float() * opts.max_len_a + opts.max_len_b).long()  # (B,)
+    rows = torch.arange(src.size(0), device=src.device).repeat_interleave(k)  # (B*K,)
+    memory, src_mask = memory[rows], src_mask[rows]
+    cache = model.make_cache()
+    active = torch.arange(src.size(0), device=src.device)  # (A,) original sentence ids
+    prefixes = torch.full((src.size(0) * k, 1), BOS_ID, dtype=torch.long, device=src.device)  # (A*K, 1)
+    scores = torch.full((src.size(0), k), NEG_INF, device=src.device)
+    scores[:, 0] = 0.0  # all beams start identical: expand only the first
+    finished: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
+
+    for step in range(int(max_lens.max()) + 1):
+        # Phase 2: next-token log-probabilities of every row.
+        logits = model.decode(prefixes[:, -1:], memory, src_mask, cache)[:, -1]  # (A*K, V)
+        lprobs = F.log_softmax(logits.float(), dim=-1)
+        lprobs = constrain(lprobs, prefixes, max_lens.repeat_interleave(k), step, opts)
+        # Phase 3: the 2K best extensions per sentence.
+        cand_scores, cand_tokens, cand_beams = beam_step(lprobs.view(len(active), k, -1), scores)
+        # Phase 4: EOS among the K best retires a hypothesis.
+        is_eos = cand_tokens == EOS_ID  # (A, 2K)
+        _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k, opts)
+        done = torch.tensor([len(finished[s]) >= k for s in active.tolist()], device=src.device)
+        done |= step >= max_lens
+        if bool(done.all()):
+            break
+        # Phase 5: the K best candidates that do not end in EOS become the new beams.
+        pick = torch.argsort(is_eos.to(torch.int8), dim=1, stable=True)[:, :k]  # (A, K), score order kept
+        new_scores, new_tokens, new_beams = (x.gather(1, pick) for x in (cand_scores, cand_tokens, cand_beams))
+        # Phase 6: drop finished sentences and follow the surviving beams.
+        keep = ~done  # (A,)
+        base = (torch.arange(len(active), device=src.device) * k)[keep]  # (A',)
+        rows = (base.unsqueeze(1) + new_beams[keep]).view(-1)  # (A'*K,) rows of the current batch
+        prefixes = torch.cat([prefixes[rows], new_tokens[keep].view(-1, 1)], dim=1)  # (A'*K, t+1)
+        memory, src_mask, scores = memory[rows], src_mask[rows], new_scores[keep]
+        active, max_lens = active[keep], max_lens[keep]
+        cache.reorder(rows)
+    return [sorted(hyps, key=lambda h: -h.score)[: opts.n_best] or [Hypothesis([], NEG_INF, NEG_INF)]
+            for hyps in finished]
+
+
+def _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k: int, opts: BeamOptions) -> None:
+    """Hypothesis bookkeeping: EOS candidates ranked within the top K (with a finite score) end."""
+    for a, j in (is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])).nonzero().tolist():
+        sentence = int(active[a])
+        if len(finished[sentence]) >= k:
+            continue
+        tokens = prefixes[a * k + int(cand_beams[a, j]), 1:].tolist()
+        logprob = float(cand_scores[a, j])
+        score = final_score(logprob, len(tokens) + 1, penalty=opts.length_penalty, alpha=opts.alpha)
+        finished[sentence].append(Hypothesis(tokens, score, logprob))
