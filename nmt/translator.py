@@ -1,30 +1,61 @@
-"""Translate a list of sentences with a loaded model: encode, sort by length, batch, decode, restore order."""
+"""Translate sentences with a loaded model: encode, sort by length, batch, decode, restore order."""
 
 from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
 
 import torch
 
 from nmt.checkpoint import LoadedModel
 from nmt.data import make_batches
+from nmt.decoding.beam import BeamOptions, beam_search
 from nmt.decoding.greedy import greedy_decode
 from nmt.tokenizer import EOS_ID, PAD_ID
 
 
-def translate(loaded: LoadedModel, sentences: list[str], *, max_tokens: int = 4096,
-              max_len_a: float = 1.5, max_len_b: int = 10, device: str | torch.device = "cpu") -> list[str]:
-    """One output per input sentence, in input order. Empty inputs give empty outputs; inputs
-    longer than the model's positional table are truncated to it."""
+@dataclass
+class Translation:
+    source: str
+    hypotheses: list[tuple[str, float]]  # n-best (text, score), best first; score nan for greedy
+    truncated: bool = False  # the source was longer than the model's positions and was cut
+
+    @property
+    def text(self) -> str:
+        return self.hypotheses[0][0]
+
+
+def translate(loaded: LoadedModel, sentences: list[str], *, options: BeamOptions | None = None,
+              max_tokens: int = 4096, device: str | torch.device = "cpu") -> list[Translation]:
+    """One Translation per input sentence, in input order. Empty inputs give empty outputs;
+    inputs longer than the model's positional table are truncated to it (flagged `truncated`).
+    Beam size 1 with one hypothesis runs greedy search (the same result, less bookkeeping)."""
+    options = options or BeamOptions(beam_size=1, max_len_a=loaded.cfg.trainer.max_decode_len_a,
+                                     max_len_b=loaded.cfg.trainer.max_decode_len_b)
     limit = loaded.cfg.model.max_positions - 1  # room for EOS
-    ids = [x[:limit] for x in loaded.tokenizer.encode_src([s.strip() for s in sentences])]
-    outputs = [""] * len(sentences)
-    todo = [i for i, x in enumerate(ids) if x]
-    lens = [len(ids[i]) for i in todo]
-    for batch in make_batches(lens, [0] * len(todo), max_tokens=max_tokens):
-        rows = [ids[todo[j]] + [EOS_ID] for j in batch]
+    encoded = loaded.tokenizer.encode_src([s.strip() for s in sentences])
+    out = [Translation(s, [("", 0.0)], truncated=len(ids) > limit) for s, ids in zip(sentences, encoded)]
+    todo = [i for i, ids in enumerate(encoded) if ids]
+    lens = [min(len(encoded[i]), limit) for i in todo]
+    greedy = options.beam_size == 1 and options.n_best == 1
+    width = 1 if greedy else options.beam_size  # the beam multiplies the decoder's batch
+    for batch in make_batches(lens, [0] * len(todo), max_tokens=max(max_tokens // width, max(lens, default=1))):
+        rows = [encoded[todo[j]][:limit] + [EOS_ID] for j in batch]
         src = torch.full((len(rows), max(map(len, rows))), PAD_ID, dtype=torch.long)
         for r, row in enumerate(rows):
             src[r, : len(row)] = torch.tensor(row)
-        hyps = greedy_decode(loaded.model, src.to(device), max_len_a=max_len_a, max_len_b=max_len_b)
-        for j, hyp in zip(batch, hyps):
-            outputs[todo[j]] = loaded.tokenizer.decode_tgt(hyp)
-    return outputs
+        src = src.to(device)
+        if greedy:
+            hyps = [[(ids, float("nan"))] for ids in greedy_decode(
+                loaded.model, src, max_len_a=options.max_len_a, max_len_b=options.max_len_b)]
+        else:
+            hyps = [[(h.tokens, h.score) for h in nbest] for nbest in beam_search(loaded.model, src, options)]
+        for j, nbest in zip(batch, hyps):
+            out[todo[j]].hypotheses = [(loaded.tokenizer.decode_tgt(ids), score) for ids, score in nbest]
+    return out
+
+
+def warn_truncated(translations: list[Translation], first_line: int, name: str, limit: int) -> None:
+    for n, t in enumerate(translations, start=first_line):
+        if t.truncated:
+            print(f"warning: {name}:{n}: source longer than {limit} tokens, truncated", file=sys.stderr)

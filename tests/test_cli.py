@@ -1,6 +1,7 @@
 """The console scripts end to end, as a user runs them (subprocesses, real files)."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,24 @@ def test_streaming_mode_trains_end_to_end(tmp_path, parallel_files):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "streaming" in proc.stdout and "test BLEU" in proc.stdout
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+
+
+def test_translate_jsonl_and_n_best_outputs(toy_run):
+    ckpt = str(toy_run / "checkpoints" / "last.ckpt")
+    proc = run("nmt.cli.translate", "--checkpoint", ckpt, "--src", "xx", "--tgt", "yy", "--beam-size", "3",
+               "--n-best", "2", "--output-format", "jsonl", stdin="a b c\n\n")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["line"] for r in rows] == [1, 2] and rows[0]["source"] == "a b c"
+    assert len(rows[0]["hypotheses"]) == 2 and rows[0]["hypotheses"][0]["score"] >= rows[0]["hypotheses"][1]["score"]
+    assert rows[1]["hypotheses"][0]["text"] == ""
+    moses = run("nmt.cli.translate", "--checkpoint", ckpt, "--src", "xx", "--tgt", "yy", "--beam-size", "3",
+                "--n-best", "2", stdin="a b c\nd e\n")
+    ids = [line.split(" ||| ")[0] for line in moses.stdout.splitlines()]
+    assert ids == ["0", "0", "1", "1"]
+
+
+def test_translate_rejects_impossible_search_options(toy_run):
+    ckpt = str(toy_run / "checkpoints" / "last.ckpt")
+    proc = run("nmt.cli.translate", "--checkpoint", ckpt, "--src", "xx", "--tgt", "yy", "--beam-size", "0", stdin="a\n")
+    assert_one_line_error(proc, "--beam-size must be >= 1")

@@ -19,7 +19,11 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 # Validation metrics are computed from all ranks' gathered sentences, so they are already global.
 warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('val_.*sync_dist=True.*")
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, TokenizerError, MisconfigurationException)
+class UsageError(ValueError):
+    """A bad command-line value that argparse cannot check by itself."""
+
+
+USER_ERRORS = (UsageError, ConfigError, DataError, CheckpointError, TokenizerError, MisconfigurationException)
 
 
 def run_cli(prog: str, body: Callable[[], int | None], extra_errors: tuple[type[BaseException], ...] = ()) -> int:

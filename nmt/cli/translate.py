@@ -1,11 +1,21 @@
-"""nmt-translate --checkpoint CKPT --src zh --tgt en [-i FILE] [-o FILE]  (greedy for now)"""
+"""nmt-translate --checkpoint CKPT --src zh --tgt en [-i FILE] [-o FILE] [--beam-size 5] [...]
+
+Reads stdin when no input file is given and writes one line per input line, in input order.
+Input is read and translated in chunks (sorted by length inside a chunk), so large files stream
+with bounded memory; a progress bar shows on files, not on pipes.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from collections.abc import Iterator
 
-from nmt.cli import run_cli
+from nmt.cli import UsageError, run_cli
+
+CHUNK_LINES = 2000  # lines read, sorted and translated together
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -15,58 +25,105 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tgt", required=True, help="target language code; must match the checkpoint")
     p.add_argument("-i", "--input", default="-", help="input file, one sentence per line (default: stdin)")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
-    p.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch")
+    p.add_argument("--beam-size", type=int, default=5, help="beam width; 1 = greedy search (default 5)")
+    p.add_argument("--n-best", type=int, default=1, help="hypotheses per sentence (text: Moses n-best lines)")
+    p.add_argument("--length-penalty", choices=["gnmt", "length", "none"], default="gnmt",
+                   help="gnmt: ((5+|Y|)/6)^alpha, length: |Y|^alpha, none (default gnmt)")
+    p.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent (default 0.6)")
+    p.add_argument("--min-len", type=int, default=1, help="minimum output tokens before EOS")
+    p.add_argument("--max-len-a", type=float, default=None, help="max output tokens = a*src_len + b (default: the checkpoint's)")
+    p.add_argument("--max-len-b", type=int, default=None, help="see --max-len-a")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size (0: off)")
+    p.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch (x beam size in the decoder)")
+    p.add_argument("--output-format", choices=["text", "jsonl"], default="text",
+                   help="jsonl: source, hypotheses with scores, and timing per line")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     return p.parse_args(argv)
 
 
-def read_lines(path: str) -> list[str]:
+def read_chunks(path: str, size: int = CHUNK_LINES) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, lines) chunks; invalid UTF-8 is an error naming the line."""
     from nmt.data import DataError
 
-    raw = sys.stdin.buffer.read() if path == "-" else _read_file(path)
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for n, line in enumerate(lines, start=1):
-        try:
-            out.append(line.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as err:
-            raise DataError(f"{'<stdin>' if path == '-' else path}:{n}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
-    return out
-
-
-def _read_file(path: str) -> bytes:
-    from nmt.data import DataError
-
+    name = "<stdin>" if path == "-" else path
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")
     except OSError as err:
         raise DataError(f"cannot read {path}: {err.strerror}") from None
+    chunk, first = [], 1
+    with stream:
+        for n, raw in enumerate(stream, start=1):
+            try:
+                chunk.append(raw.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError as err:
+                raise DataError(f"{name}:{n}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
+            if len(chunk) == size:
+                yield first, chunk
+                chunk, first = [], n + 1
+    if chunk:
+        yield first, chunk
+
+
+def count_lines(path: str) -> int | None:
+    if path == "-":
+        return None
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def format_lines(translations, first: int, fmt: str, n_best: int, seconds: float) -> str:
+    if fmt == "jsonl":
+        per_line = seconds / max(len(translations), 1)
+        return "".join(json.dumps({"line": first + i, "source": t.source, "truncated": t.truncated,
+                                   "hypotheses": [{"text": text, "score": None if score != score else round(score, 4)}
+                                                  for text, score in t.hypotheses],
+                                   "seconds": round(per_line, 5)}, ensure_ascii=False) + "\n"
+                       for i, t in enumerate(translations))
+    if n_best == 1:
+        return "".join(t.text + "\n" for t in translations)
+    return "".join(f"{first + i - 1} ||| {text} ||| {score:.4f}\n"
+                   for i, t in enumerate(translations) for text, score in t.hypotheses)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
-        from nmt.checkpoint import CheckpointError, load_model
-        from nmt.translator import translate
+        from tqdm import tqdm
 
+        from nmt.checkpoint import CheckpointError, load_model
+        from nmt.decoding.beam import BeamOptions
+        from nmt.translator import translate, warn_truncated
+
+        if args.beam_size < 1 or not 1 <= args.n_best <= args.beam_size:
+            raise UsageError(f"--beam-size must be >= 1 and --n-best between 1 and --beam-size "
+                                  f"(got {args.beam_size}, {args.n_best})")
+        if args.min_len < 0 or args.no_repeat_ngram_size < 0 or args.max_tokens < 1 or \
+                (args.max_len_a is not None and args.max_len_a < 0) or (args.max_len_b is not None and args.max_len_b < 0):
+            raise UsageError("--min-len, --max-len-a, --max-len-b and --no-repeat-ngram-size must not be "
+                                  "negative, --max-tokens must be positive")
         loaded = load_model(args.checkpoint, device=args.device)
         pair = (loaded.cfg.data.src_lang, loaded.cfg.data.tgt_lang)
         if (args.src, args.tgt) != pair:
             raise CheckpointError(f"{args.checkpoint} translates {pair[0]}->{pair[1]}, not {args.src}->{args.tgt}")
-        lines = read_lines(args.input)
         t = loaded.cfg.trainer
-        hyps = translate(loaded, lines, max_tokens=args.max_tokens, max_len_a=t.max_decode_len_a,
-                         max_len_b=t.max_decode_len_b, device=args.device)
-        text = "".join(h + "\n" for h in hyps)
-        if args.output == "-":
-            sys.stdout.write(text)
-        else:
-            with open(args.output, "w", encoding="utf-8") as f:
-                f.write(text)
+        options = BeamOptions(
+            beam_size=args.beam_size, n_best=args.n_best, min_len=args.min_len,
+            max_len_a=t.max_decode_len_a if args.max_len_a is None else args.max_len_a,
+            max_len_b=t.max_decode_len_b if args.max_len_b is None else args.max_len_b,
+            length_penalty=args.length_penalty, alpha=args.alpha, no_repeat_ngram_size=args.no_repeat_ngram_size)
+        out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+        show = args.input != "-" and sys.stderr.isatty()  # a bar for files, in a terminal
+        bar = tqdm(total=count_lines(args.input) if show else None, unit="line", disable=not show, file=sys.stderr)
+        with out, bar:
+            for first, lines in read_chunks(args.input):
+                start = time.perf_counter()
+                translations = translate(loaded, lines, options=options, max_tokens=args.max_tokens, device=args.device)
+                warn_truncated(translations, first, args.input, loaded.cfg.model.max_positions - 1)
+                out.write(format_lines(translations, first, args.output_format, args.n_best,
+                                       time.perf_counter() - start))
+                out.flush()
+                bar.update(len(lines))
         return 0
 
     return run_cli("nmt-translate", body)

@@ -229,7 +229,7 @@ def run_test(cfg: ExperimentConfig, checkpoint: Path, out_dir: Path, n_samples: 
     src = [s.strip() for s in raw["src"]]
     ref = [t.strip() for t in raw["tgt"]]
     t0 = time.perf_counter()
-    hyp = translate(loaded, src, max_len_a=cfg.trainer.max_decode_len_a, max_len_b=cfg.trainer.max_decode_len_b)
+    hyp = [t.text for t in translate(loaded, src)]  # greedy, max length as in validation
     seconds = time.perf_counter() - t0
     scores = corpus_scores(hyp, [ref], tgt_lang=cfg.data.tgt_lang)
     out_dir.mkdir(parents=True, exist_ok=True)
