@@ -81,10 +81,10 @@ def test_hub_dataset_with_a_translation_dict_loads_offline(tmp_path, streaming):
 
 def test_embedded_hsk_split_is_fixed_and_disjoint():
     train, valid, test = hsk_split("train"), hsk_split("valid"), hsk_split("test")
-    assert (len(train), len(valid), len(test)) == (3858, 215, 214)
+    assert (len(train), len(valid), len(test)) == (3844, 214, 214)
     assert not set(valid) & set(test) and not set(test) & set(train)
     assert hsk_split("test") == test  # deterministic
-    assert len(set(train) | set(valid) | set(test)) == 4287
+    assert len(set(train) | set(valid) | set(test)) == 4272
 
 
 def test_cleaning_counts_and_drops_bad_pairs():

@@ -1,0 +1,110 @@
+"""nmt-evaluate: score a checkpoint's translations (or existing hypothesis files) with sacrebleu.
+
+    nmt-evaluate --checkpoint CKPT --src-file test.zh --ref-file test.en [--ref-file test.en.refB] --output-dir DIR
+    nmt-evaluate --hyp ours=hyp.en --hyp Online-B=online-b.en --ref-file test.en --output-dir DIR
+
+Writes DIR/report.json and DIR/report.md: BLEU, chrF and TER with signatures, length ratio,
+speed, best/worst segments, and with several systems a paired bootstrap comparison against the
+first one (the checkpoint's output when a checkpoint is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from nmt.cli import UsageError, run_cli
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="nmt-evaluate", description="BLEU/chrF/TER reports with sacrebleu.")
+    p.add_argument("--checkpoint", help="translate --src-file with this checkpoint (a .ckpt from nmt-train)")
+    p.add_argument("--src-file", help="source sentences, one per line")
+    p.add_argument("--ref-file", action="append", required=True, help="reference translations (repeat for more references)")
+    p.add_argument("--hyp", action="append", default=[], metavar="[NAME=]FILE",
+                   help="existing hypotheses to score or compare (repeatable)")
+    p.add_argument("--output-dir", required=True, type=Path, help="where report.json and report.md go")
+    p.add_argument("--beam-size", type=int, default=5, help="beam width for --checkpoint (default 5)")
+    p.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty exponent (default 0.6)")
+    p.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--tgt-lang", default=None, help="target language for BLEU tokenisation (default: the checkpoint's, else en)")
+    p.add_argument("--bootstrap-samples", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
+    return p.parse_args(argv)
+
+
+def read_lines(path: str) -> list[str]:
+    from nmt.data import check_text_file
+
+    check_text_file(Path(path))
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\r\n") for line in f]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def body() -> int:
+        from nmt.evaluation import compare_systems, corpus_scores, sentence_examples, write_report
+
+        if not args.checkpoint and not args.hyp:
+            raise UsageError("give --checkpoint (with --src-file) or at least one --hyp file")
+        if args.checkpoint and not args.src_file:
+            raise UsageError("--checkpoint needs --src-file")
+        refs = [read_lines(r) for r in args.ref_file]
+        sources = read_lines(args.src_file) if args.src_file else []
+        n = len(refs[0])
+        for path, lines in [*zip(args.ref_file, refs), *([(args.src_file, sources)] if sources else [])]:
+            if len(lines) != n:
+                raise UsageError(f"{path} has {len(lines)} lines but {args.ref_file[0]} has {n}")
+        systems, report = [], {"checkpoint": None, "decoding": None, "speed": None}
+        tgt_lang = args.tgt_lang or "en"
+        if args.checkpoint:
+            hyps, report, tgt_lang = _translate(args, sources)
+            systems.append(("nmt", hyps))
+        for spec in args.hyp:
+            name, _, path = spec.rpartition("=") if "=" in spec else (Path(spec).stem, "", spec)
+            lines = read_lines(path)
+            if len(lines) != n:
+                raise UsageError(f"{path} has {len(lines)} lines but {args.ref_file[0]} has {n}")
+            systems.append((name, lines))
+        name, hyps = systems[0]
+        report.update(system=name, src_file=args.src_file, ref_files=args.ref_file, segments=n,
+                      scores=corpus_scores(hyps, refs, tgt_lang=tgt_lang, ter=True),
+                      examples=sentence_examples(sources, hyps, refs, tgt_lang=tgt_lang))
+        if len(systems) > 1:
+            report["comparison"] = compare_systems(systems, refs, tgt_lang=tgt_lang, n_samples=args.bootstrap_samples)
+        json_path, md_path = write_report(args.output_dir, report)
+        for metric, v in report["scores"].items():
+            print(f"{metric}: {v['score']:.2f}  {v['signature']}")
+        print(f"report: {md_path} and {json_path}")
+        return 0
+
+    return run_cli("nmt-evaluate", body, (UsageError,))
+
+
+def _translate(args: argparse.Namespace, sources: list[str]):
+    from nmt.checkpoint import load_model
+    from nmt.decoding.beam import BeamOptions
+    from nmt.translator import translate
+
+    loaded = load_model(args.checkpoint, device=args.device)
+    t = loaded.cfg.trainer
+    options = BeamOptions(beam_size=args.beam_size, max_len_a=t.max_decode_len_a, max_len_b=t.max_decode_len_b,
+                          alpha=args.alpha)
+    start = time.perf_counter()
+    hyps = [x.text for x in translate(loaded, sources, options=options, max_tokens=args.max_tokens, device=args.device)]
+    seconds = time.perf_counter() - start
+    tokens = sum(len(ids) + 1 for ids in loaded.tokenizer.encode_tgt(hyps))  # subword tokens incl. EOS
+    meta = {"checkpoint": str(args.checkpoint), "config": loaded.cfg.to_dict(),
+            "decoding": f"beam {args.beam_size}, GNMT length penalty alpha {args.alpha}, "
+                        f"max length {t.max_decode_len_a}*src+{t.max_decode_len_b}",
+            "speed": {"seconds": round(seconds, 2), "sentences_per_s": round(len(sources) / seconds, 1),
+                      "tokens_per_s": round(tokens / seconds, 1), "device": str(args.device)}}
+    return hyps, meta, loaded.cfg.data.tgt_lang
+
+
+if __name__ == "__main__":
+    sys.exit(main())
