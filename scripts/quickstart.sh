@@ -14,4 +14,8 @@ best=$(ls "$run_dir"/checkpoints/best-*.ckpt | head -n 1)
 printf '我们明天去学校。\n你喜欢喝茶吗？\n' > "$run_dir/demo.zh"
 nmt-translate --checkpoint "$best" --src zh --tgt en < "$run_dir/demo.zh" > "$run_dir/demo.en"
 paste "$run_dir/demo.zh" "$run_dir/demo.en" | sed 's/\t/  ->  /'
-echo "run directory: $run_dir (test/ holds src, ref, hyp and scores.json)"
+echo
+echo "nmt-evaluate: BLEU/chrF/TER report of the best checkpoint on the held-out test split:"
+nmt-evaluate --checkpoint "$best" --src-file "$run_dir/test/src.txt" --ref-file "$run_dir/test/ref.txt" \
+    --output-dir "$run_dir/eval"
+echo "run directory: $run_dir (test/: src, ref, hyp, scores.json; eval/: report.md, report.json)"

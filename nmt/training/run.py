@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 from nmt.checkpoint import AtomicCheckpointIO, load_model
 from nmt.config import ExperimentConfig, save_config
 from nmt.data import TranslationDataModule, load_raw
+from nmt.decoding.beam import BeamOptions
 from nmt.evaluation import corpus_scores
 from nmt.models import count_parameters
 from nmt.tokenizer import Tokenizer, train_tokenizer
@@ -229,16 +230,17 @@ def run_test(cfg: ExperimentConfig, checkpoint: Path, out_dir: Path, n_samples: 
     src = [s.strip() for s in raw["src"]]
     ref = [t.strip() for t in raw["tgt"]]
     t0 = time.perf_counter()
-    hyp = [t.text for t in translate(loaded, src)]  # greedy, max length as in validation
+    options = BeamOptions(beam_size=5, max_len_a=cfg.trainer.max_decode_len_a, max_len_b=cfg.trainer.max_decode_len_b)
+    hyp = [t.text for t in translate(loaded, src, options=options)]
     seconds = time.perf_counter() - t0
     scores = corpus_scores(hyp, [ref], tgt_lang=cfg.data.tgt_lang)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, lines in (("src.txt", src), ("ref.txt", ref), ("hyp.txt", hyp)):
         (out_dir / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    report = {"checkpoint": str(checkpoint), "split": cfg.data.test, "sentences": len(src), "decoding": "greedy",
+    report = {"checkpoint": str(checkpoint), "split": cfg.data.test, "sentences": len(src), "decoding": "beam 5, GNMT length penalty alpha 0.6",
               "seconds": round(seconds, 2), "scores": scores}
     (out_dir / "scores.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    say(f"\nTest ({len(src)} held-out sentences, greedy, {seconds:.1f} s), checkpoint {checkpoint.name}:")
+    say(f"\nTest ({len(src)} held-out sentences, beam 5, {seconds:.1f} s), checkpoint {checkpoint.name}:")
     for name in ("bleu", "chrf"):
         say(f"  {scores[name]['text']}")
         say(f"    signature: {scores[name]['signature']}")
@@ -276,5 +278,5 @@ def _print_end_summary(result: RunResult, trainer: L.Trainer) -> None:
     say(f"  last checkpoint: {result.run_dir / 'checkpoints' / 'last.ckpt'}")
     if result.test_scores:
         s = result.test_scores["scores"]
-        say(f"  test BLEU {s['bleu']['score']:.2f}, chrF {s['chrf']['score']:.2f} (greedy): {result.run_dir / 'test'}")
+        say(f"  test BLEU {s['bleu']['score']:.2f}, chrF {s['chrf']['score']:.2f} (beam 5): {result.run_dir / 'test'}")
     say("=" * 78)
