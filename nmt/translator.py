@@ -19,6 +19,9 @@ class Translation:
     source: str
     hypotheses: list[tuple[str, float]]  # n-best (text, score), best first; score nan for greedy
     truncated: bool = False  # the source was longer than the model's positions and was cut
+    attention: torch.Tensor | None = None  # best hypothesis: (target pieces + EOS, source pieces + EOS)
+    source_ids: list[int] | None = None  # subword ids of the (truncated) source, for labels
+    target_ids: list[int] | None = None  # subword ids of the best hypothesis
 
     @property
     def text(self) -> str:
@@ -26,7 +29,8 @@ class Translation:
 
 
 def translate(loaded: LoadedModel, sentences: list[str], *, options: BeamOptions | None = None,
-              max_tokens: int = 4096, device: str | torch.device = "cpu") -> list[Translation]:
+              max_tokens: int = 4096, device: str | torch.device = "cpu",
+              record_attention: bool = False) -> list[Translation]:
     """One Translation per input sentence, in input order. Empty inputs give empty outputs;
     inputs longer than the model's positional table are truncated to it (flagged `truncated`).
     Beam size 1 with one hypothesis runs greedy search (the same result, less bookkeeping)."""
@@ -34,10 +38,11 @@ def translate(loaded: LoadedModel, sentences: list[str], *, options: BeamOptions
                                      max_len_b=loaded.cfg.trainer.max_decode_len_b)
     limit = loaded.cfg.model.max_positions - 1  # room for EOS
     encoded = loaded.tokenizer.encode_src([s.strip() for s in sentences])
-    out = [Translation(s, [("", 0.0)], truncated=len(ids) > limit) for s, ids in zip(sentences, encoded)]
+    out = [Translation(s, [("", 0.0)], truncated=len(ids) > limit, source_ids=ids[:limit])
+           for s, ids in zip(sentences, encoded)]
     todo = [i for i, ids in enumerate(encoded) if ids]
     lens = [min(len(encoded[i]), limit) for i in todo]
-    greedy = options.beam_size == 1 and options.n_best == 1
+    greedy = options.beam_size == 1 and options.n_best == 1 and not record_attention
     width = 1 if greedy else options.beam_size  # the beam multiplies the decoder's batch
     for batch in make_batches(lens, [0] * len(todo), max_tokens=max(max_tokens // width, max(lens, default=1))):
         rows = [encoded[todo[j]][:limit] + [EOS_ID] for j in batch]
@@ -49,9 +54,14 @@ def translate(loaded: LoadedModel, sentences: list[str], *, options: BeamOptions
             hyps = [[(ids, float("nan"))] for ids in greedy_decode(
                 loaded.model, src, max_len_a=options.max_len_a, max_len_b=options.max_len_b)]
         else:
-            hyps = [[(h.tokens, h.score) for h in nbest] for nbest in beam_search(loaded.model, src, options)]
+            results = beam_search(loaded.model, src, options, record_attention=record_attention)
+            hyps = [[(h.tokens, h.score) for h in nbest] for nbest in results]
+            for j, nbest, row in zip(batch, results, rows):
+                if nbest[0].attention is not None:
+                    out[todo[j]].attention = nbest[0].attention[:, : len(row)]  # drop the batch's padding
         for j, nbest in zip(batch, hyps):
             out[todo[j]].hypotheses = [(loaded.tokenizer.decode_tgt(ids), score) for ids, score in nbest]
+            out[todo[j]].target_ids = nbest[0][0]
     return out
 
 

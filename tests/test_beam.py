@@ -160,3 +160,18 @@ def test_sampling_with_top_k_one_is_greedy():
     g = torch.Generator().manual_seed(0)
     assert sample_decode(model, src, top_k=1, max_len_a=1.0, max_len_b=3, generator=g) == greedy_decode(
         model, src, max_len_a=1.0, max_len_b=3)
+
+
+def test_recorded_attention_rows_sum_to_one_and_skip_padding():
+    model = small_model()
+    src = torch.randint(4, 50, (2, 6))
+    src[1, 4:] = PAD_ID
+    opts = BeamOptions(beam_size=3, max_len_a=1.0, max_len_b=3)
+    plain = beam_search(model, src, opts)
+    recorded = beam_search(model, src, opts, record_attention=True)
+    for p, r in zip(plain, recorded):  # the explicit attention path decodes the same
+        assert p[0].tokens == r[0].tokens and p[0].score == pytest.approx(r[0].score, abs=1e-4)
+        attention = r[0].attention
+        assert attention.shape == (len(r[0].tokens) + 1, 6)
+        torch.testing.assert_close(attention.sum(-1), torch.ones(attention.size(0)))
+    assert (recorded[1][0].attention[:, 4:] == 0).all()

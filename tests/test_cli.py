@@ -176,3 +176,50 @@ def test_translate_rejects_impossible_search_options(toy_run):
     ckpt = str(toy_run / "checkpoints" / "last.ckpt")
     proc = run("nmt.cli.translate", "--checkpoint", ckpt, "--src", "xx", "--tgt", "yy", "--beam-size", "0", stdin="a\n")
     assert_one_line_error(proc, "--beam-size must be >= 1")
+
+
+def test_evaluate_reports_scores_with_signatures_and_compares_systems(tmp_path):
+    refs = ["the cat sat on the mat .", "a dog ran in the park .", "it is cold today .", "we go home now ."]
+    close = ["the cat sat on a mat .", "a dog ran in the park .", "it is cold today .", "we go home ."]
+    far = ["cat", "dog park", "cold", "home"]
+    for name, lines in (("ref.en", refs), ("good.en", close), ("bad.en", far)):
+        (tmp_path / name).write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    proc = run("nmt.cli.evaluate", "--hyp", f"good={tmp_path / 'good.en'}", "--hyp", f"bad={tmp_path / 'bad.en'}",
+               "--ref-file", str(tmp_path / "ref.en"), "--ref-file", str(tmp_path / "ref.en"),
+               "--output-dir", str(tmp_path / "eval"), "--bootstrap-samples", "200")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "eval" / "report.json").read_text(encoding="utf-8"))
+    assert report["system"] == "good" and report["segments"] == 4
+    assert set(report["scores"]) == {"bleu", "chrf", "ter"}
+    assert report["scores"]["bleu"]["signature"].startswith("nrefs:2|")  # both references used
+    rows = {r["system"]: r for r in report["comparison"]["systems"]}
+    assert rows["bad"]["BLEU"]["score"] < rows["good"]["BLEU"]["score"]
+    assert "## Comparison" in (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
+
+
+def test_evaluate_refuses_files_of_different_lengths(tmp_path):
+    (tmp_path / "ref.en").write_text("a\nb\n", encoding="utf-8")
+    (tmp_path / "hyp.en").write_text("a\n", encoding="utf-8")
+    proc = run("nmt.cli.evaluate", "--hyp", str(tmp_path / "hyp.en"), "--ref-file", str(tmp_path / "ref.en"),
+               "--output-dir", str(tmp_path / "eval"))
+    assert_one_line_error(proc, "hyp.en has 1 lines but")
+
+
+def test_evaluate_a_checkpoint_on_the_toy_test_split(toy_run, tmp_path):
+    test = toy_run / "test"
+    proc = run("nmt.cli.evaluate", "--checkpoint", str(toy_run / "checkpoints" / "last.ckpt"),
+               "--src-file", str(test / "src.txt"), "--ref-file", str(test / "ref.txt"),
+               "--output-dir", str(tmp_path / "eval"), "--beam-size", "2")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "eval" / "report.json").read_text(encoding="utf-8"))
+    assert report["speed"]["sentences_per_s"] > 0 and report["config"]["data"]["src_lang"] == "xx"
+
+
+def test_translate_writes_attention_heatmaps(toy_run, tmp_path):
+    pytest.importorskip("matplotlib", reason="--attention needs matplotlib (the test extra installs it)")
+    proc = run("nmt.cli.translate", "--checkpoint", str(toy_run / "checkpoints" / "last.ckpt"), "--src", "xx",
+               "--tgt", "yy", "--attention", str(tmp_path / "att"), stdin="a b c\n\nd e\n")
+    assert proc.returncode == 0, proc.stderr
+    pngs = sorted(p.name for p in (tmp_path / "att").glob("*.png"))
+    assert pngs == ["000001.png", "000003.png"]  # none for the empty line
+    assert (tmp_path / "att" / "000001.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from nmt.cli import UsageError, run_cli
 
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch (x beam size in the decoder)")
     p.add_argument("--output-format", choices=["text", "jsonl"], default="text",
                    help="jsonl: source, hypotheses with scores, and timing per line")
+    p.add_argument("--attention", metavar="DIR", default=None,
+                   help="write a cross-attention heatmap per sentence to DIR/LINE.png (needs matplotlib)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     return p.parse_args(argv)
 
@@ -85,6 +88,34 @@ def format_lines(translations, first: int, fmt: str, n_best: int, seconds: float
                    for i, t in enumerate(translations) for text, score in t.hypotheses)
 
 
+def write_heatmaps(directory: Path, translations, first: int, tokenizer) -> None:
+    from nmt.plots import save_attention_heatmap
+
+    for n, t in enumerate(translations, start=first):
+        if t.attention is None:  # empty line
+            continue
+        src = tokenizer.src_pieces(t.source_ids) + ["</s>"]
+        tgt = tokenizer.tgt_pieces(t.target_ids) + ["</s>"]
+        save_attention_heatmap(directory / f"{n:06d}.png", t.attention, src, tgt, title=f"line {n}: {t.text}")
+
+
+def interactive(loaded, options, args: argparse.Namespace) -> int:
+    """stdin is a terminal: type a sentence, get its translation (n-best with scores); Ctrl-D ends."""
+    from nmt.translator import translate
+
+    print(f"nmt-translate {args.src}->{args.tgt}, beam {options.beam_size}: type a sentence, Ctrl-D to quit",
+          file=sys.stderr)
+    while True:
+        try:
+            line = input(f"{args.src}> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        (translation,) = translate(loaded, [line], options=options, device=args.device)
+        for text, score in translation.hypotheses:
+            print(text if options.n_best == 1 else f"{score:.3f}\t{text}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
@@ -102,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                 (args.max_len_a is not None and args.max_len_a < 0) or (args.max_len_b is not None and args.max_len_b < 0):
             raise UsageError("--min-len, --max-len-a, --max-len-b and --no-repeat-ngram-size must not be "
                                   "negative, --max-tokens must be positive")
+        if args.attention:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise UsageError("--attention needs matplotlib: pip install 'nmt[plot]'") from None
         loaded = load_model(args.checkpoint, device=args.device)
         pair = (loaded.cfg.data.src_lang, loaded.cfg.data.tgt_lang)
         if (args.src, args.tgt) != pair:
@@ -112,14 +148,19 @@ def main(argv: list[str] | None = None) -> int:
             max_len_a=t.max_decode_len_a if args.max_len_a is None else args.max_len_a,
             max_len_b=t.max_decode_len_b if args.max_len_b is None else args.max_len_b,
             length_penalty=args.length_penalty, alpha=args.alpha, no_repeat_ngram_size=args.no_repeat_ngram_size)
+        if args.input == "-" and sys.stdin.isatty():
+            return interactive(loaded, options, args)
         out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
         show = args.input != "-" and sys.stderr.isatty()  # a bar for files, in a terminal
         bar = tqdm(total=count_lines(args.input) if show else None, unit="line", disable=not show, file=sys.stderr)
         with out, bar:
             for first, lines in read_chunks(args.input):
                 start = time.perf_counter()
-                translations = translate(loaded, lines, options=options, max_tokens=args.max_tokens, device=args.device)
+                translations = translate(loaded, lines, options=options, max_tokens=args.max_tokens, device=args.device,
+                                         record_attention=args.attention is not None)
                 warn_truncated(translations, first, args.input, loaded.cfg.model.max_positions - 1)
+                if args.attention:
+                    write_heatmaps(Path(args.attention), translations, first, loaded.tokenizer)
                 out.write(format_lines(translations, first, args.output_format, args.n_best,
                                        time.perf_counter() - start))
                 out.flush()

@@ -46,6 +46,7 @@ class Hypothesis:
     tokens: list[int]  # generated tokens, without BOS and EOS
     score: float  # logprob after the length penalty: what hypotheses are ranked by
     logprob: float  # summed log-probability of tokens + EOS
+    attention: torch.Tensor | None = None  # (len(tokens) + 1, S) cross-attention, when recorded
 
 
 # -- 1. the pure step -----------------------------------------------------------------------------
@@ -98,8 +99,9 @@ def ban_repeated_ngrams(lprobs: torch.Tensor, generated: torch.Tensor, n: int) -
 
 
 @torch.no_grad()
-def beam_search(model, src: torch.Tensor, opts: BeamOptions) -> list[list[Hypothesis]]:
-    """src (B, S) -> per sentence the `n_best` hypotheses, best first."""
+def beam_search(model, src: torch.Tensor, opts: BeamOptions, *, record_attention: bool = False) -> list[list[Hypothesis]]:
+    """src (B, S) -> per sentence the `n_best` hypotheses, best first (with their last-layer
+    cross-attention if `record_attention`)."""
     k = opts.beam_size
     # Phase 1: encode once, then give every sentence K rows.
     src_mask = make_pad_mask(src)  # (B, 1, 1, S)
@@ -107,7 +109,7 @@ def beam_search(model, src: torch.Tensor, opts: BeamOptions) -> list[list[Hypoth
     max_lens = (src_mask.sum(dim=(1, 2, 3)).float() * opts.max_len_a + opts.max_len_b).long()  # (B,)
     rows = torch.arange(src.size(0), device=src.device).repeat_interleave(k)  # (B*K,)
     memory, src_mask = memory[rows], src_mask[rows]
-    cache = model.make_cache()
+    cache = model.make_cache(record_attention=True) if record_attention else model.make_cache()
     active = torch.arange(src.size(0), device=src.device)  # (A,) original sentence ids
     prefixes = torch.full((src.size(0) * k, 1), BOS_ID, dtype=torch.long, device=src.device)  # (A*K, 1)
     scores = torch.full((src.size(0), k), NEG_INF, device=src.device)
@@ -123,7 +125,7 @@ def beam_search(model, src: torch.Tensor, opts: BeamOptions) -> list[list[Hypoth
         cand_scores, cand_tokens, cand_beams = beam_step(lprobs.view(len(active), k, -1), scores)
         # Phase 4: EOS among the K best retires a hypothesis.
         is_eos = cand_tokens == EOS_ID  # (A, 2K)
-        _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k, opts)
+        _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k, opts, getattr(cache, "attention", None))
         done = torch.tensor([len(finished[s]) >= k for s in active.tolist()], device=src.device)
         done |= step >= max_lens
         if bool(done.all()):
@@ -143,13 +145,15 @@ def beam_search(model, src: torch.Tensor, opts: BeamOptions) -> list[list[Hypoth
             for hyps in finished]
 
 
-def _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k: int, opts: BeamOptions) -> None:
+def _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k: int, opts: BeamOptions,
+            attention: torch.Tensor | None) -> None:
     """Hypothesis bookkeeping: EOS candidates ranked within the top K (with a finite score) end."""
     for a, j in (is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])).nonzero().tolist():
         sentence = int(active[a])
         if len(finished[sentence]) >= k:
             continue
-        tokens = prefixes[a * k + int(cand_beams[a, j]), 1:].tolist()
+        row = a * k + int(cand_beams[a, j])
+        tokens = prefixes[row, 1:].tolist()
         logprob = float(cand_scores[a, j])
         score = final_score(logprob, len(tokens) + 1, penalty=opts.length_penalty, alpha=opts.alpha)
-        finished[sentence].append(Hypothesis(tokens, score, logprob))
+        finished[sentence].append(Hypothesis(tokens, score, logprob, None if attention is None else attention[row].cpu()))

@@ -76,11 +76,13 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, n, self.n_heads, self.d_head).transpose(1, 2)  # (B, n, D) -> (B, H, n, Dh)
 
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None, memory: torch.Tensor | None = None,
-                past: KV | None = None) -> tuple[torch.Tensor, KV]:
+                past: KV | None = None, weights: list | None = None) -> tuple[torch.Tensor, KV]:
         """x (B, L, D) -> (B, L, D), and the (K, V) to cache.
 
         Self-attention: K, V of x are appended to `past` (incremental decoding).
         Cross-attention: K, V come from `memory`, or from `past` when already computed.
+        `weights`, if a list, receives the attention weights (B, H, L, S) -- the slow, explicit path
+        used only to draw attention heatmaps.
         """
         if self.cross:
             q = self._split_heads(self.q_proj(x))  # (B, H, L, Dh)
@@ -93,8 +95,14 @@ class MultiHeadAttention(nn.Module):
             if past is not None:
                 k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, past+L, Dh)
         dropout = self.attention_dropout if self.training else 0.0
-        # softmax(Q K^T / sqrt(Dh)) V, masked where mask is False (eq. 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, L, Dh)
+        if weights is not None:  # the same as below, written out to keep the weights
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # (B, H, L, S)
+            probs = scores.masked_fill(~mask, float("-inf")).softmax(-1) if mask is not None else scores.softmax(-1)
+            weights.append(probs)
+            out = probs @ v  # (B, H, L, Dh)
+        else:
+            # softmax(Q K^T / sqrt(Dh)) V, masked where mask is False (eq. 1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, L, Dh)
         b, _, n, _ = out.shape
         out = out.transpose(1, 2).reshape(b, n, self.n_heads * self.d_head)  # (B, L, D)
         return self.out_proj(out), (k, v)
@@ -159,10 +167,12 @@ class DecoderLayer(nn.Module):
         self.res1, self.res2, self.res3 = (Residual(cfg.d_model, cfg.dropout, cfg.norm_first) for _ in range(3))
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, tgt_mask: torch.Tensor | None,
-                past_self: KV | None = None, past_cross: KV | None = None) -> tuple[torch.Tensor, KV, KV]:
+                past_self: KV | None = None, past_cross: KV | None = None,
+                cross_weights: list | None = None) -> tuple[torch.Tensor, KV, KV]:
         h, kv_self = self.self_attn(self.res1.pre(x), mask=tgt_mask, past=past_self)
         x = self.res1(x, h)
-        h, kv_cross = self.cross_attn(self.res2.pre(x), mask=src_mask, memory=memory, past=past_cross)
+        h, kv_cross = self.cross_attn(self.res2.pre(x), mask=src_mask, memory=memory, past=past_cross,
+                                      weights=cross_weights)
         x = self.res2(x, h)
         return self.res3(x, self.ffn(self.res3.pre(x))), kv_self, kv_cross
 
@@ -174,16 +184,27 @@ class DecoderCache:
     Beam search only ever calls `reorder(index)` to follow the surviving beams.
     """
 
-    def __init__(self, n_layers: int) -> None:
+    def __init__(self, n_layers: int, *, record_attention: bool = False) -> None:
         self.self_kv: list[KV | None] = [None] * n_layers
         self.cross_kv: list[KV | None] = [None] * n_layers
         self.length = 0  # target positions already decoded
+        # With record_attention, the last layer's cross-attention (mean over heads) of every
+        # decoded position: (B, T, S) -- for attention heatmaps.
+        self.attention: torch.Tensor | None = None
+        self.record_attention = record_attention
 
     def reorder(self, index: torch.Tensor) -> None:
         """Select batch rows: index (B',) of rows of the current batch (beams that survive)."""
         pick = lambda kv: None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))  # noqa: E731
         self.self_kv = [pick(kv) for kv in self.self_kv]
         self.cross_kv = [pick(kv) for kv in self.cross_kv]
+        if self.attention is not None:
+            self.attention = self.attention.index_select(0, index)
+
+    def add_attention(self, weights: torch.Tensor) -> None:
+        """weights (B, H, L, S) of the new positions -> appended as (B, L, S)."""
+        new = weights.mean(dim=1)
+        self.attention = new if self.attention is None else torch.cat([self.attention, new], dim=1)
 
 
 class Encoder(nn.Module):
@@ -213,9 +234,12 @@ class Decoder(nn.Module):
         for i, layer in enumerate(self.layers):
             past_self = cache.self_kv[i] if cache else None
             past_cross = cache.cross_kv[i] if cache else None
-            x, kv_self, kv_cross = layer(x, memory, src_mask, tgt_mask, past_self, past_cross)
+            record = [] if cache and cache.record_attention and i == len(self.layers) - 1 else None
+            x, kv_self, kv_cross = layer(x, memory, src_mask, tgt_mask, past_self, past_cross, record)
             if cache:
                 cache.self_kv[i], cache.cross_kv[i] = kv_self, kv_cross
+            if record:
+                cache.add_attention(record[0])
         return self.final_norm(x)  # (B, T, D)
 
 
@@ -261,8 +285,8 @@ class Transformer(nn.Module):
         x = self.decoder(self.tgt_embed(tgt_in, offset), memory, src_mask, tgt_mask, cache)
         return self.generator(x)  # (B, T, V)
 
-    def make_cache(self) -> DecoderCache:
-        return DecoderCache(len(self.decoder.layers))
+    def make_cache(self, *, record_attention: bool = False) -> DecoderCache:
+        return DecoderCache(len(self.decoder.layers), record_attention=record_attention)
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for training and scoring."""
