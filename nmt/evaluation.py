@@ -39,11 +39,14 @@ def compare_systems(systems: list[tuple[str, list[str]]], references: list[list[
     signatures, results = PairedTest(systems, metrics, references=None, test_type="bs", n_samples=n_samples)()
     rows = []
     for i, name in enumerate(results["System"]):
-        row: dict[str, Any] = {"system": name, "baseline": i == 0}
+        # sacrebleu gives p = 1/(n+1) even for output identical to the baseline; say so instead
+        identical = i > 0 and list(systems[i][1]) == list(systems[0][1])
+        row: dict[str, Any] = {"system": name, "baseline": i == 0, "identical_to_baseline": identical}
         for metric in [key for key in results if key != "System"]:  # sacrebleu's names: BLEU, chrF2
             r = results[metric][i]
             row[metric] = {"score": round(r.score, 2), "mean": _round(r.mean), "ci95": _round(r.ci),
-                           "p_value": _round(r.p_value, 4), "significant": r.p_value is not None and r.p_value < 0.05}
+                           "p_value": _round(r.p_value, 4),
+                           "significant": r.p_value is not None and r.p_value < 0.05 and not identical}
         rows.append(row)
     return {"test": f"paired bootstrap resampling, {n_samples} samples, baseline {systems[0][0]}",
             "signatures": {m: str(s) for m, s in signatures.items()}, "systems": rows}
@@ -56,8 +59,8 @@ def _round(value: float | None, digits: int = 2) -> float | None:
 def comparison_table(comparison: dict[str, Any]) -> str:
     lines = ["| system | BLEU (mean ± 95% CI) | p | chrF2 (mean ± 95% CI) | p |", "|---|---|---|---|---|"]
     for row in comparison["systems"]:
-        cells = [row["system"] + (" (baseline)" if row["baseline"] else "")]
-        for metric in [key for key in row if key not in ("system", "baseline")]:
+        cells = [row["system"] + (" (baseline)" if row["baseline"] else " (identical)" if row["identical_to_baseline"] else "")]
+        for metric in [key for key in row if key not in ("system", "baseline", "identical_to_baseline")]:
             m = row[metric]
             mark = " *" if m["significant"] else ""
             cells += [f"{m['score']:.2f} ({m['mean']} ± {m['ci95']})", "-" if row["baseline"] else f"{m['p_value']}{mark}"]
