@@ -196,6 +196,7 @@ def test_evaluate_reports_scores_with_signatures_and_compares_systems(tmp_path):
     assert rows["bad"]["BLEU"]["score"] < rows["good"]["BLEU"]["score"]
     same = run("nmt.cli.evaluate", "--hyp", f"a={tmp_path / 'good.en'}", "--hyp", f"b={tmp_path / 'good.en'}",
                "--ref-file", str(tmp_path / "ref.en"), "--output-dir", str(tmp_path / "same"))
+    assert same.returncode == 0, same.stderr
     row = json.loads((tmp_path / "same" / "report.json").read_text(encoding="utf-8"))["comparison"]["systems"][1]
     assert row["identical_to_baseline"] and not row["BLEU"]["significant"]
     assert "## Comparison" in (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
