@@ -1,7 +1,10 @@
-"""Greedy search with cached incremental decoding.
+"""Greedy search with cached incremental decoding, and the one-token-at-a-time loop it shares
+with sampling.
 
 Dimensions: B batch, S source length, V vocabulary.
 """
+
+from collections.abc import Callable
 
 import torch
 
@@ -10,8 +13,10 @@ from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 @torch.no_grad()
-def greedy_decode(model, src: torch.Tensor, *, max_len_a: float = 1.5, max_len_b: int = 10) -> list[list[int]]:
-    """src (B, S) -> one token list per sentence (without BOS/EOS), at most a*src_len+b tokens."""
+def decode_token_by_token(model, src: torch.Tensor, choose: Callable[[torch.Tensor], torch.Tensor], *,
+                          max_len_a: float = 1.5, max_len_b: int = 10) -> list[list[int]]:
+    """src (B, S) -> one token list per sentence (without BOS/EOS), at most a*src_len+b tokens.
+    `choose` maps next-token logits (B, V) to the next tokens (B, 1)."""
     src_mask = make_pad_mask(src)  # (B, 1, 1, S)
     memory = model.encode(src, src_mask)  # (B, S, D)
     src_lens = src_mask.sum(dim=(1, 2, 3))  # (B,)
@@ -21,9 +26,9 @@ def greedy_decode(model, src: torch.Tensor, *, max_len_a: float = 1.5, max_len_b
     finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
     out = []
     for step in range(int(max_lens.max())):
-        logits = model.decode(token, memory, src_mask, cache)[:, -1]  # (B, V)
+        logits = model.decode(token, memory, src_mask, cache)[:, -1].float()  # (B, V)
         logits[:, [PAD_ID, BOS_ID]] = float("-inf")  # never generated
-        token = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+        token = choose(logits)  # (B, 1)
         token[finished] = EOS_ID
         out.append(token)
         finished |= (token.squeeze(1) == EOS_ID) | (step + 1 >= max_lens)
@@ -31,3 +36,9 @@ def greedy_decode(model, src: torch.Tensor, *, max_len_a: float = 1.5, max_len_b
             break
     ids = torch.cat(out, dim=1).tolist()  # (B, steps)
     return [seq[: seq.index(EOS_ID)] if EOS_ID in seq else seq for seq in ids]
+
+
+def greedy_decode(model, src: torch.Tensor, *, max_len_a: float = 1.5, max_len_b: int = 10) -> list[list[int]]:
+    """The most likely token at every step."""
+    return decode_token_by_token(model, src, lambda logits: logits.argmax(dim=-1, keepdim=True),
+                                 max_len_a=max_len_a, max_len_b=max_len_b)
