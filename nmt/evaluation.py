@@ -95,6 +95,10 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> tuple[Path, Path]:
           + ", ".join(f"`{r}`" for r in report["ref_files"]) + f" ({report['segments']} segments)"]
     if report.get("checkpoint"):
         md.append(f"- checkpoint: `{report['checkpoint']}`; decoding: {report['decoding']}")
+    if report.get("config"):
+        m, d = report["config"]["model"], report["config"]["data"]
+        md.append(f"- model: {m['type']} {m['n_encoder_layers']}+{m['n_decoder_layers']} layers, d_model {m['d_model']}, "
+                  f"{d['src_lang']}->{d['tgt_lang']}, trained on {d['source']} `{d['train']}` (full config in report.json)")
     if report.get("speed"):
         sp = report["speed"]
         md.append(f"- speed: {sp['sentences_per_s']} sentences/s, {sp['tokens_per_s']} target tokens/s "

@@ -11,6 +11,7 @@ from nmt.checkpoint import LoadedModel
 from nmt.data import make_batches
 from nmt.decoding.beam import BeamOptions, beam_search
 from nmt.decoding.greedy import greedy_decode
+from nmt.decoding.sampling import SamplingOptions, sample_decode
 from nmt.tokenizer import EOS_ID, PAD_ID
 
 
@@ -30,10 +31,11 @@ class Translation:
 
 def translate(loaded: LoadedModel, sentences: list[str], *, options: BeamOptions | None = None,
               max_tokens: int = 4096, device: str | torch.device = "cpu",
-              record_attention: bool = False) -> list[Translation]:
+              record_attention: bool = False, sampling: SamplingOptions | None = None) -> list[Translation]:
     """One Translation per input sentence, in input order. Empty inputs give empty outputs;
     inputs longer than the model's positional table are truncated to it (flagged `truncated`).
-    Beam size 1 with one hypothesis runs greedy search (the same result, less bookkeeping)."""
+    Beam size 1 with one hypothesis runs greedy search (the same result, less bookkeeping);
+    `sampling` draws one output per sentence instead (beam options give only the max length)."""
     options = options or BeamOptions(beam_size=1, max_len_a=loaded.cfg.trainer.max_decode_len_a,
                                      max_len_b=loaded.cfg.trainer.max_decode_len_b)
     limit = loaded.cfg.model.max_positions - 1  # room for EOS
@@ -50,7 +52,12 @@ def translate(loaded: LoadedModel, sentences: list[str], *, options: BeamOptions
         for r, row in enumerate(rows):
             src[r, : len(row)] = torch.tensor(row)
         src = src.to(device)
-        if greedy:
+        if sampling is not None:
+            generator = torch.Generator(device=src.device).manual_seed(sampling.seed + batch[0])
+            hyps = [[(ids, float("nan"))] for ids in sample_decode(
+                loaded.model, src, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+                max_len_a=options.max_len_a, max_len_b=options.max_len_b, generator=generator)]
+        elif greedy:
             hyps = [[(ids, float("nan"))] for ids in greedy_decode(
                 loaded.model, src, max_len_a=options.max_len_a, max_len_b=options.max_len_b)]
         else:

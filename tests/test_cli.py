@@ -228,3 +228,12 @@ def test_translate_writes_attention_heatmaps(toy_run, tmp_path):
     pngs = sorted(p.name for p in (tmp_path / "att").glob("*.png"))
     assert pngs == ["000001.png", "000003.png"]  # none for the empty line
     assert (tmp_path / "att" / "000001.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_translate_sampling_with_top_k_one_matches_greedy(toy_run):
+    ckpt = str(toy_run / "checkpoints" / "last.ckpt")
+    common = ["nmt.cli.translate", "--checkpoint", ckpt, "--src", "xx", "--tgt", "yy"]
+    greedy = run(*common, "--beam-size", "1", stdin="a b c\nd e f g\n")
+    sampled = run(*common, "--sampling", "--top-k", "1", "--seed", "3", stdin="a b c\nd e f g\n")
+    assert greedy.returncode == sampled.returncode == 0, sampled.stderr
+    assert sampled.stdout == greedy.stdout

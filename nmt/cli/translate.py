@@ -35,6 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-len-a", type=float, default=None, help="max output tokens = a*src_len + b (default: the checkpoint's)")
     p.add_argument("--max-len-b", type=int, default=None, help="see --max-len-a")
     p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size (0: off)")
+    p.add_argument("--sampling", action="store_true", help="sample instead of searching (see --temperature, --top-k, --top-p)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: smallest set with this probability (1: all)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch (x beam size in the decoder)")
     p.add_argument("--output-format", choices=["text", "jsonl"], default="text",
                    help="jsonl: source, hypotheses with scores, and timing per line")
@@ -99,7 +104,7 @@ def write_heatmaps(directory: Path, translations, first: int, tokenizer) -> None
         save_attention_heatmap(directory / f"{n:06d}.png", t.attention, src, tgt, title=f"line {n}: {t.text}")
 
 
-def interactive(loaded, options, args: argparse.Namespace) -> int:
+def interactive(loaded, options, sampling, args: argparse.Namespace) -> int:
     """stdin is a terminal: type a sentence, get its translation (n-best with scores); Ctrl-D ends."""
     from nmt.translator import translate
 
@@ -111,7 +116,7 @@ def interactive(loaded, options, args: argparse.Namespace) -> int:
         except EOFError:
             print(file=sys.stderr)
             return 0
-        (translation,) = translate(loaded, [line], options=options, device=args.device)
+        (translation,) = translate(loaded, [line], options=options, device=args.device, sampling=sampling)
         for text, score in translation.hypotheses:
             print(text if options.n_best == 1 else f"{score:.3f}\t{text}", flush=True)
 
@@ -124,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from nmt.checkpoint import CheckpointError, load_model
         from nmt.decoding.beam import BeamOptions
+        from nmt.decoding.sampling import SamplingOptions
         from nmt.translator import translate, warn_truncated
 
         if args.beam_size < 1 or not 1 <= args.n_best <= args.beam_size:
@@ -138,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                 import matplotlib  # noqa: F401
             except ImportError:
                 raise UsageError("--attention needs matplotlib: pip install 'nmt[plot]'") from None
+        if args.temperature <= 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
+            raise UsageError("need --temperature > 0, --top-k >= 0 and 0 < --top-p <= 1")
+        sampling = SamplingOptions(args.temperature, args.top_k, args.top_p, args.seed) if args.sampling else None
         loaded = load_model(args.checkpoint, device=args.device)
         pair = (loaded.cfg.data.src_lang, loaded.cfg.data.tgt_lang)
         if (args.src, args.tgt) != pair:
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             max_len_b=t.max_decode_len_b if args.max_len_b is None else args.max_len_b,
             length_penalty=args.length_penalty, alpha=args.alpha, no_repeat_ngram_size=args.no_repeat_ngram_size)
         if args.input == "-" and sys.stdin.isatty():
-            return interactive(loaded, options, args)
+            return interactive(loaded, options, sampling, args)
         out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
         show = args.input != "-" and sys.stderr.isatty()  # a bar for files, in a terminal
         bar = tqdm(total=count_lines(args.input) if show else None, unit="line", disable=not show, file=sys.stderr)
@@ -157,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             for first, lines in read_chunks(args.input):
                 start = time.perf_counter()
                 translations = translate(loaded, lines, options=options, max_tokens=args.max_tokens, device=args.device,
-                                         record_attention=args.attention is not None)
+                                         record_attention=args.attention is not None, sampling=sampling)
                 warn_truncated(translations, first, args.input, loaded.cfg.model.max_positions - 1)
                 if args.attention:
                     write_heatmaps(Path(args.attention), translations, first, loaded.tokenizer)
