@@ -47,18 +47,29 @@ class DataError(ValueError):
 HSK_EVERY = 20  # hsk split: item i (after de-duplication) is valid if i % 20 == 5, test if i % 20 == 10
 
 
+def decode_lines(stream, name: str) -> Iterator[str]:
+    """Lines of a binary stream as text (line ends stripped); invalid UTF-8 names the line."""
+    for n, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{name}:{n}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """All lines of a UTF-8 text file; a missing file or invalid UTF-8 is a one-line DataError."""
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    with path.open("rb") as f:
+        return list(decode_lines(f, str(path)))
+
+
 def check_text_file(path: Path) -> int:
     """Line count of a UTF-8 text file; missing files and invalid UTF-8 name the file and line."""
     if not path.is_file():
         raise DataError(f"file not found: {path}")
-    n = 0
     with path.open("rb") as f:
-        for n, line in enumerate(f, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{n}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
-    return n
+        return sum(1 for _ in decode_lines(f, str(path)))
 
 
 def _text_pairs(src_path: str, tgt_path: str, stamp: str) -> Iterator[dict[str, str]]:

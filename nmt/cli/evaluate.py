@@ -36,11 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def read_lines(path: str) -> list[str]:
-    from nmt.data import check_text_file
+    from nmt.data import read_text_lines
 
-    check_text_file(Path(path))
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\r\n") for line in f]
+    return read_text_lines(Path(path))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,20 +51,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def read_chunks(path: str, size: int = CHUNK_LINES) -> Iterator[tuple[int, list[str]]]:
     """(first line number, lines) chunks; invalid UTF-8 is an error naming the line."""
-    from nmt.data import DataError
+    from nmt.data import DataError, decode_lines
 
-    name = "<stdin>" if path == "-" else path
     try:
         stream = sys.stdin.buffer if path == "-" else open(path, "rb")
     except OSError as err:
         raise DataError(f"cannot read {path}: {err.strerror}") from None
     chunk, first = [], 1
     with stream:
-        for n, raw in enumerate(stream, start=1):
-            try:
-                chunk.append(raw.decode("utf-8").rstrip("\r\n"))
-            except UnicodeDecodeError as err:
-                raise DataError(f"{name}:{n}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
+        for n, line in enumerate(decode_lines(stream, "<stdin>" if path == "-" else path), start=1):
+            chunk.append(line)
             if len(chunk) == size:
                 yield first, chunk
                 chunk, first = [], n + 1
