@@ -76,7 +76,7 @@ def _check_same_experiment(old: dict, new: dict, where: Path) -> None:
 def prepare_tokenizer(cfg: ExperimentConfig, run_dir: Path) -> Tokenizer:
     """Train SentencePiece on the training split once (rank 0), or reuse the run's own."""
     directory = run_dir / "tokenizer"
-    if any(directory.glob("spm*.model")):
+    if (directory / "DONE").is_file():  # written after the models: never a half-written file
         return Tokenizer.load(directory)
     if rank_zero_only.rank != 0:  # other ranks (torchrun/SLURM start them together) wait for rank 0
         for _ in range(3600):
