@@ -66,8 +66,8 @@ class TokenizerConfig:
 class ModelConfig:
     """Architecture. Defaults are the paper's base model (Vaswani et al. 2017, Table 3)."""
 
-    type: str = "transformer"  # transformer (rnn comes with the baseline issue)
-    d_model: int = 512  # width of embeddings and every sublayer output
+    type: str = "transformer"  # transformer | rnn (the attentional RNN baseline, nmt/models/rnn.py)
+    d_model: int = 512  # width of embeddings and every sublayer output (rnn: of embeddings and h~)
     n_heads: int = 8  # attention heads; d_model must divide by it
     d_ff: int = 2048  # inner width of the position-wise feed-forward network
     n_encoder_layers: int = 6  # N in the paper
@@ -76,7 +76,11 @@ class ModelConfig:
     attention_dropout: float = 0.0  # on attention weights (the paper uses none)
     norm_first: bool = False  # False: post-norm as in the paper; True: pre-norm
     tie_embeddings: bool = True  # decoder input = output projection (and encoder, if joint)
-    max_positions: int = 1024  # length of the sinusoidal table
+    max_positions: int = 1024  # length of the sinusoidal table (rnn: the longest input translated)
+    rnn_cell: str = "lstm"  # rnn only: lstm | gru
+    rnn_hidden_size: int = 512  # rnn only: decoder state and annotation width (each encoder direction: half)
+    rnn_attention: str = "bahdanau"  # rnn only: bahdanau (additive) | general | dot (Luong)
+    input_feeding: bool = True  # rnn only: feed the previous attentional vector into the next step
 
 
 @dataclass
@@ -136,7 +140,9 @@ class ExperimentConfig:
 _CHOICES = {
     ("data", "source"): ("hsk", "text", "tsv", "csv", "jsonl", "hub", "toy_reverse"),
     ("tokenizer", "type"): ("unigram", "bpe"),
-    ("model", "type"): ("transformer",),
+    ("model", "type"): ("transformer", "rnn"),
+    ("model", "rnn_cell"): ("lstm", "gru"),
+    ("model", "rnn_attention"): ("bahdanau", "general", "dot"),
     ("optim", "lr_schedule"): ("noam", "inverse_sqrt"),
 }
 
@@ -203,6 +209,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     checks = [
         (m.d_model % m.n_heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})"),
         (m.d_model > 0 and m.n_heads > 0 and m.d_ff > 0, "model.d_model, n_heads and d_ff must be positive"),
+        (m.rnn_hidden_size >= 2 and m.rnn_hidden_size % 2 == 0, f"model.rnn_hidden_size must be even and >= 2, got {m.rnn_hidden_size}"),
         (m.n_encoder_layers >= 1 and m.n_decoder_layers >= 1, "model.n_encoder_layers and n_decoder_layers must be >= 1"),
         (0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}"),
         (0.0 <= m.attention_dropout < 1.0, f"model.attention_dropout must be in [0, 1), got {m.attention_dropout}"),

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from nmt.config import ModelConfig
+from nmt.models.rnn import RNNSeq2Seq
 from nmt.models.transformer import Transformer
 from nmt.tokenizer import Tokenizer
 
@@ -27,8 +28,9 @@ class Seq2Seq(Protocol):
 
 
 def build_model(cfg: ModelConfig, tokenizer: Tokenizer) -> nn.Module:
-    if cfg.type == "transformer":
-        return Transformer(cfg, src_vocab_size=tokenizer.src_vocab_size,
+    model_class = {"transformer": Transformer, "rnn": RNNSeq2Seq}.get(cfg.type)
+    if model_class is not None:
+        return model_class(cfg, src_vocab_size=tokenizer.src_vocab_size,
                            tgt_vocab_size=tokenizer.tgt_vocab_size, shared_vocab=tokenizer.joint)
     raise ValueError(f"unknown model.type '{cfg.type}'")
 
@@ -36,3 +38,13 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """Distinct trainable parameters (tied matrices counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def describe_model(m: ModelConfig) -> str:
+    """One line for logs and reports."""
+    if m.type == "rnn":
+        return (f"{m.rnn_cell.upper()} {m.n_encoder_layers}+{m.n_decoder_layers} layers (bidirectional encoder), "
+                f"hidden {m.rnn_hidden_size}, embeddings {m.d_model}, {m.rnn_attention} attention"
+                f"{', input feeding' if m.input_feeding else ''}")
+    return (f"{m.n_encoder_layers}+{m.n_decoder_layers} layers, d_model {m.d_model}, d_ff {m.d_ff}, "
+            f"{m.n_heads} heads, {'pre' if m.norm_first else 'post'}-norm")

@@ -24,7 +24,7 @@ from nmt.config import ExperimentConfig, save_config
 from nmt.data import TranslationDataModule, load_raw
 from nmt.decoding.beam import BeamOptions
 from nmt.evaluation import corpus_scores
-from nmt.models import count_parameters
+from nmt.models import count_parameters, describe_model
 from nmt.tokenizer import Tokenizer, train_tokenizer
 from nmt.training.module import TranslationModule
 from nmt.translator import translate
@@ -134,6 +134,11 @@ class StopAndSave(Callback):
             trainer.is_last_batch and 0 < (trainer.max_epochs or 0) <= trainer.current_epoch + 1)
         if final:
             trainer.save_checkpoint(self.path)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # wall-clock seconds of the run so far (validation included): x axis of learning curves
+        if not trainer.sanity_checking:
+            pl_module.log("wall_s", round(self.elapsed(), 1), rank_zero_only=True)
 
     def state_dict(self) -> dict:
         return {"elapsed": self.elapsed()}
@@ -262,8 +267,7 @@ def _print_start_summary(cfg, data, module, trainer, run_dir, n_batches) -> None
     if n_batches:
         say(f"             {n_batches} training batches per epoch (max_tokens {d.max_tokens}) per device")
     say(f"  tokenizer  sentencepiece {cfg.tokenizer.type}, vocabulary {vocab}")
-    say(f"  model      {count_parameters(module.model):,} parameters: {m.n_encoder_layers}+{m.n_decoder_layers} layers, "
-        f"d_model {m.d_model}, d_ff {m.d_ff}, {m.n_heads} heads, {'pre' if m.norm_first else 'post'}-norm")
+    say(f"  model      {count_parameters(module.model):,} parameters: {describe_model(m)}")
     say(f"  device     {trainer.accelerator.__class__.__name__.replace('Accelerator', '')} x{trainer.num_devices}, "
         f"{trainer.num_nodes} node(s), precision {cfg.trainer.precision}, torch threads {torch.get_num_threads()}")
     say("=" * 78)
