@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from nmt.decoding.greedy import max_output_lengths
 from nmt.decoding.penalties import PENALTIES, final_score
 from nmt.masks import make_pad_mask
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -106,7 +107,7 @@ def beam_search(model, src: torch.Tensor, opts: BeamOptions, *, record_attention
     # Phase 1: encode once, then give every sentence K rows.
     src_mask = make_pad_mask(src)  # (B, 1, 1, S)
     memory = model.encode(src, src_mask)  # (B, S, D)
-    max_lens = (src_mask.sum(dim=(1, 2, 3)).float() * opts.max_len_a + opts.max_len_b).long()  # (B,)
+    max_lens = max_output_lengths(model, src_mask, opts.max_len_a, opts.max_len_b)  # (B,)
     rows = torch.arange(src.size(0), device=src.device).repeat_interleave(k)  # (B*K,)
     memory, src_mask = memory[rows], src_mask[rows]
     cache = model.make_cache(record_attention=True) if record_attention else model.make_cache()

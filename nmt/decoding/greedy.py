@@ -12,6 +12,14 @@ from nmt.masks import make_pad_mask
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
+def max_output_lengths(model, src_mask: torch.Tensor, a: float, b: int) -> torch.Tensor:
+    """src_mask (B, 1, 1, S) -> (B,) tokens each output may have before EOS: a * src_len + b, and
+    never more than the model can place (`model.max_output_len`, e.g. its positional table)."""
+    max_lens = (src_mask.sum(dim=(1, 2, 3)).float() * a + b).long()
+    cap = getattr(model, "max_output_len", None)
+    return max_lens if cap is None else max_lens.clamp(max=cap)
+
+
 @torch.no_grad()
 def decode_token_by_token(model, src: torch.Tensor, choose: Callable[[torch.Tensor], torch.Tensor], *,
                           max_len_a: float = 1.5, max_len_b: int = 10) -> list[list[int]]:
@@ -19,8 +27,7 @@ def decode_token_by_token(model, src: torch.Tensor, choose: Callable[[torch.Tens
     `choose` maps next-token logits (B, V) to the next tokens (B, 1)."""
     src_mask = make_pad_mask(src)  # (B, 1, 1, S)
     memory = model.encode(src, src_mask)  # (B, S, D)
-    src_lens = src_mask.sum(dim=(1, 2, 3))  # (B,)
-    max_lens = (src_lens.float() * max_len_a + max_len_b).long()  # (B,)
+    max_lens = max_output_lengths(model, src_mask, max_len_a, max_len_b)  # (B,)
     cache = model.make_cache()
     token = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)  # (B, 1)
     finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)

@@ -26,6 +26,10 @@ class Seq2Seq(Protocol):
     def make_cache(self) -> Any:
         """An empty incremental-decoding cache with a `reorder(index)` method."""
 
+    @property
+    def max_output_len(self) -> int | None:
+        """The most tokens an output can have before EOS (None: no limit); decoders stop there."""
+
 
 def build_model(cfg: ModelConfig, tokenizer: Tokenizer) -> nn.Module:
     model_class = {"transformer": Transformer, "rnn": RNNSeq2Seq}.get(cfg.type)

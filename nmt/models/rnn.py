@@ -203,6 +203,8 @@ class RNNSeq2Seq(nn.Module):
     def make_cache(self, *, record_attention: bool = False) -> DecoderCache:
         return DecoderCache(record_attention=record_attention)
 
+    max_output_len = None  # the recurrence has no positional limit
+
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for training and scoring."""
         return self.decode(tgt_in, self.encode(src, src_mask), src_mask)

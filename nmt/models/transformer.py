@@ -279,6 +279,8 @@ class Transformer(nn.Module):
             offset, tgt_mask = 0, make_decoder_mask(tgt_in)  # (B, 1, T, T)
         else:
             offset, t = cache.length, tgt_in.size(1)
+            if offset + t > self.cfg.max_positions:
+                raise ValueError(f"target position {offset + t - 1} is beyond model.max_positions ({self.cfg.max_positions})")
             # (1, 1, t, offset + t): new position j may see all cached ones and new ones <= j
             tgt_mask = None if t == 1 else make_causal_mask(offset + t, tgt_in.device)[:, :, offset:]
             cache.length += t
@@ -287,6 +289,11 @@ class Transformer(nn.Module):
 
     def make_cache(self, *, record_attention: bool = False) -> DecoderCache:
         return DecoderCache(len(self.decoder.layers), record_attention=record_attention)
+
+    @property
+    def max_output_len(self) -> int:
+        """BOS and every generated token but the final EOS take a position of the sinusoidal table."""
+        return self.cfg.max_positions - 1
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for training and scoring."""
