@@ -38,6 +38,7 @@ class DataConfig:
     tgt_field: str = "tgt"  # ... and of the target text (e.g. translation.en)
     hub_name: str | None = None  # hub: dataset name, e.g. wmt/wmt19
     hub_config: str | None = None  # hub: dataset config, e.g. zh-en
+    skip_invalid_utf8: bool = False  # text source: skip line pairs that are not valid UTF-8 (counted) instead of failing
     streaming: bool = False  # iterate without materialising the corpus (larger than memory)
     stream_buffer: int = 20000  # streaming: examples read ahead, length-sorted into batches
     num_proc: int = 1  # processes for datasets.map tokenisation (non-streaming)
@@ -114,9 +115,10 @@ class TrainerConfig:
     gradient_clip_val: float = 0.0  # clip the gradient norm to this (0: off)
     val_check_interval: int = 1000  # validate every N training batches (counted across epochs)
     log_every_n_steps: int = 20
-    val_bleu_sentences: int = 500  # validation sentences greedily decoded for BLEU (0: all)
+    val_bleu_sentences: int = 500  # greedy-decode the first N validation pairs (file order) for BLEU (0: all)
     early_stopping_patience: int = 0  # validations without BLEU gain before stopping (0: off)
     num_workers: int = 0  # DataLoader worker processes
+    max_nonfinite_steps: int = 10  # a non-finite loss skips its step; this many in a row stop the run (0: never)
     max_decode_len_a: float = 1.5  # greedy decode during validation stops at a*src_len+b
     max_decode_len_b: int = 10
 
@@ -232,6 +234,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         (t.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),
         (t.val_check_interval >= 1, "trainer.val_check_interval must be >= 1"),
         (t.gradient_clip_val >= 0, "trainer.gradient_clip_val must be >= 0"),
+        (t.max_nonfinite_steps >= 0, "trainer.max_nonfinite_steps must be >= 0"),
         (t.val_bleu_sentences >= 0 and t.early_stopping_patience >= 0, "trainer.val_bleu_sentences and early_stopping_patience must be >= 0"),
     ]
     for ok, message in checks:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import sys
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -44,16 +45,21 @@ class DataError(ValueError):
 # Loading raw pairs: every source ends as a dataset with string columns `src` and `tgt`
 # ------------------------------------------------------------------------------------------------
 
+_WARNED: set[str] = set()
 HSK_EVERY = 20  # hsk split: item i (after de-duplication) is valid if i % 20 == 5, test if i % 20 == 10
 
 
-def decode_lines(stream, name: str) -> Iterator[str]:
-    """Lines of a binary stream as text (line ends stripped); invalid UTF-8 names the line."""
+def decode_lines(stream, name: str, *, invalid: list[int] | None = None) -> Iterator[str]:
+    """Lines of a binary stream as text (line ends stripped). Invalid UTF-8 is an error naming the
+    line; with an `invalid` list, such a line is recorded there (its number) and given as ""."""
     for n, raw in enumerate(stream, start=1):
         try:
             yield raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as err:
-            raise DataError(f"{name}:{n}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
+            if invalid is None:
+                raise DataError(f"{name}:{n}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
+            invalid.append(n)
+            yield ""
 
 
 def read_text_lines(path: Path) -> list[str]:
@@ -64,30 +70,41 @@ def read_text_lines(path: Path) -> list[str]:
         return list(decode_lines(f, str(path)))
 
 
-def check_text_file(path: Path) -> int:
-    """Line count of a UTF-8 text file; missing files and invalid UTF-8 name the file and line."""
+def check_text_file(path: Path, invalid: list[int] | None = None) -> int:
+    """Line count of a UTF-8 text file; missing files and invalid UTF-8 name the file and line
+    (or, with an `invalid` list, invalid lines are recorded there)."""
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     with path.open("rb") as f:
-        return sum(1 for _ in decode_lines(f, str(path)))
+        return sum(1 for _ in decode_lines(f, str(path), invalid=invalid))
 
 
-def _text_pairs(src_path: str, tgt_path: str, stamp: str) -> Iterator[dict[str, str]]:
+def _text_pairs(src_path: str, tgt_path: str, stamp: str, skip: tuple[int, ...] = ()) -> Iterator[dict[str, str]]:
     del stamp  # part of the datasets cache key only: a changed file gets a new cache
-    with open(src_path, encoding="utf-8") as fs, open(tgt_path, encoding="utf-8") as ft:
-        for src, tgt in zip(fs, ft):
-            yield {"src": src.rstrip("\r\n"), "tgt": tgt.rstrip("\r\n")}
+    skip_lines = set(skip)
+    with open(src_path, "rb") as fs, open(tgt_path, "rb") as ft:
+        for n, (src, tgt) in enumerate(zip(fs, ft), start=1):
+            if n not in skip_lines:
+                yield {"src": src.decode("utf-8").rstrip("\r\n"), "tgt": tgt.decode("utf-8").rstrip("\r\n")}
 
 
 def _text_source(cfg: DataConfig, prefix: str, streaming: bool):
     src_path, tgt_path = Path(f"{prefix}.{cfg.src_lang}"), Path(f"{prefix}.{cfg.tgt_lang}")
-    n_src, n_tgt = check_text_file(src_path), check_text_file(tgt_path)
+    invalid: list[int] | None = [] if cfg.skip_invalid_utf8 else None
+    n_src, n_tgt = check_text_file(src_path, invalid), check_text_file(tgt_path, invalid)
     if n_src != n_tgt:
         raise DataError(f"{src_path} has {n_src} lines but {tgt_path} has {n_tgt}: files must be line-aligned")
     if n_src == 0:
         raise DataError(f"{src_path} is empty")
+    skip = tuple(sorted(set(invalid or ())))
+    if skip and str(prefix) not in _WARNED:  # load_raw runs more than once per split
+        _WARNED.add(str(prefix))
+        print(f"warning: {prefix}.{{{cfg.src_lang},{cfg.tgt_lang}}}: skipped {len(skip)} line pair(s) with invalid "
+              f"UTF-8 (data.skip_invalid_utf8), first at line {skip[0]}", file=sys.stderr)
+    if len(skip) == n_src:
+        raise DataError(f"{src_path}: no line pair is valid UTF-8")
     stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (src_path, tgt_path))
-    kwargs = {"src_path": str(src_path), "tgt_path": str(tgt_path), "stamp": stamp}
+    kwargs = {"src_path": str(src_path), "tgt_path": str(tgt_path), "stamp": stamp, "skip": skip}
     if streaming:
         return datasets.IterableDataset.from_generator(_text_pairs, gen_kwargs=kwargs)
     return datasets.Dataset.from_generator(_text_pairs, gen_kwargs=kwargs)
@@ -357,7 +374,7 @@ class BatchView(torch.utils.data.Dataset):
         return len(self.ds)
 
     def __getitem__(self, indices: list[int]) -> dict[str, Any]:
-        return collate(self.ds[indices])
+        return {**collate(self.ds[indices]), "index": list(indices)}  # index: position in the dataset
 
 
 class StreamingBatches(torch.utils.data.IterableDataset):

@@ -55,3 +55,26 @@ def test_inverse_sqrt_schedule_reaches_peak_lr_at_warmup():
     assert inverse_sqrt_lr(100, peak_lr=1e-3, warmup_steps=400) == pytest.approx(2.5e-4)
     assert inverse_sqrt_lr(400, peak_lr=1e-3, warmup_steps=400) == pytest.approx(1e-3)
     assert inverse_sqrt_lr(1600, peak_lr=1e-3, warmup_steps=400) == pytest.approx(5e-4)
+
+
+def test_validation_bleu_uses_the_first_pairs_in_file_order_not_the_shortest():
+    """Validation batches come shortest first; BLEU must still be computed on validation pairs
+    0..N-1 of the file, whatever batch they land in."""
+    from nmt.config import load_config
+    from nmt.tokenizer import train_tokenizer
+    from nmt.training.module import TranslationModule
+
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "toy_reverse.yaml", ["trainer.val_bleu_sentences=3"])
+    tokenizer = train_tokenizer(["a b c d e f g h i j"] * 20, ["a b c d e f g h i j"] * 20, cfg.tokenizer)
+    module = TranslationModule(cfg=cfg, tokenizer=tokenizer)
+    module.on_validation_epoch_start()
+    batches = [([7, 1], ["ref7", "ref1"]), ([0, 9, 2], ["ref0", "ref9", "ref2"]), ([5], ["ref5"])]
+    for index, refs in batches:
+        src = torch.randint(4, tokenizer.src_vocab_size, (len(index), 4))
+        tgt = torch.randint(4, tokenizer.tgt_vocab_size, (len(index), 3))
+        with torch.no_grad():  # as Lightning runs validation
+            module.validation_step({"src": src, "tgt_in": tgt, "tgt_out": tgt, "tgt_text": refs, "index": index}, 0)
+    assert module._val["refs"] == ["ref1", "ref0", "ref2"]
+    assert len(module._val["hyps"]) == 3

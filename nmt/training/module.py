@@ -10,16 +10,15 @@ from typing import Any
 import lightning as L
 import torch
 
+from nmt.checkpoint import CHECKPOINT_FORMAT
 from nmt.config import ExperimentConfig
 from nmt.decoding.greedy import greedy_decode
 from nmt.evaluation import corpus_scores
 from nmt.masks import make_pad_mask
 from nmt.models import build_model
-from nmt.tokenizer import Tokenizer
+from nmt.tokenizer import PAD_ID, Tokenizer
 from nmt.training.loss import label_smoothed_nll
 from nmt.training.schedule import inverse_sqrt_lr, noam_lr
-
-CHECKPOINT_FORMAT = 1  # bumped when the `nmt` entry of checkpoints changes incompatibly
 
 
 class TranslationModule(L.LightningModule):
@@ -31,6 +30,8 @@ class TranslationModule(L.LightningModule):
         self._last_time: float | None = None
         self._tokens_per_s: float | None = None
         self.train_tokens, self.train_seconds = 0, 0.0  # for the run's average tokens/s
+        self.nonfinite_steps, self.nonfinite_in_a_row = 0, 0  # skipped steps (NaN/inf loss)
+        self.stop_reason: str | None = None  # set when training must end with an error
 
     # -- one step, shared by training and validation ---------------------------------------------
     def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -42,6 +43,9 @@ class TranslationModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss_sum, nll_sum, n_tokens = self._shared_step(batch, "train")
         loss = loss_sum / n_tokens  # normalised per target token
+        if not self._finite_on_every_rank(loss):
+            return self._skip_nonfinite_step()
+        self.nonfinite_in_a_row = 0
         self._update_throughput(n_tokens)
         bs = batch["src"].size(0)
         self.log("loss", loss, prog_bar=True, batch_size=bs)
@@ -49,6 +53,30 @@ class TranslationModule(L.LightningModule):
         if self._tokens_per_s is not None:
             self.log("tok/s", self._tokens_per_s, prog_bar=True, batch_size=bs)
         return loss
+
+    def _finite_on_every_rank(self, loss: torch.Tensor) -> bool:
+        """One host sync per step; under DDP every rank must skip the same steps (no backward, no all-reduce)."""
+        finite = torch.isfinite(loss.detach()).to(torch.float32)
+        if self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce(finite, reduce_op="sum") / self.trainer.world_size
+        return bool(finite == 1)
+
+    def _skip_nonfinite_step(self) -> None:
+        """A NaN/inf loss: no backward and no parameter update (returning None makes Lightning skip
+        them; Adam leaves parameters without gradients alone). Too many in a row stop the run;
+        the last checkpoint then holds the weights from before the first bad step."""
+        self.nonfinite_steps += 1
+        self.nonfinite_in_a_row += 1
+        limit = self.cfg.trainer.max_nonfinite_steps
+        self.print(f"warning: non-finite loss at step {self.global_step}, step skipped "
+                   f"({self.nonfinite_in_a_row} in a row, {self.nonfinite_steps} in all)")
+        if limit and self.nonfinite_in_a_row >= limit:
+            self.stop_reason = (f"training stopped at step {self.global_step}: {self.nonfinite_in_a_row} non-finite "
+                                f"losses in a row (trainer.max_nonfinite_steps={limit}); lower optim.peak_lr, "
+                                "set trainer.gradient_clip_val or check the data")
+            self.trainer.should_stop = True
+        self._last_time = None
+        return None
 
     def _update_throughput(self, n_tokens: int) -> None:
         """Target tokens (incl. EOS) per second of wall time, smoothed; reset around validation."""
@@ -68,13 +96,17 @@ class TranslationModule(L.LightningModule):
         _, nll_sum, n_tokens = self._shared_step(batch, "valid")
         self._val["loss"] += float(nll_sum)
         self._val["tokens"] += n_tokens
-        limit = math.ceil(self.cfg.trainer.val_bleu_sentences / self.trainer.world_size)  # this rank's share
-        if limit == 0 or len(self._val["hyps"]) < limit:
-            # Validation BLEU uses the same decoder and scorer as evaluation (greedy here).
+        # BLEU of greedy translations of the first `val_bleu_sentences` validation pairs in file
+        # order (batches come shortest first, so "the first N batches" would be the N shortest).
+        limit = self.cfg.trainer.val_bleu_sentences
+        rows = [r for r, i in enumerate(batch["index"]) if limit == 0 or i < limit]
+        if rows:
+            src = batch["src"][rows]  # (b, S)
+            src = src[:, : int((src != PAD_ID).sum(dim=1).max())]  # drop columns only the others needed
             t = self.cfg.trainer
-            ids = greedy_decode(self.model, batch["src"], max_len_a=t.max_decode_len_a, max_len_b=t.max_decode_len_b)
+            ids = greedy_decode(self.model, src, max_len_a=t.max_decode_len_a, max_len_b=t.max_decode_len_b)
             self._val["hyps"] += [self.tokenizer.decode_tgt(x) for x in ids]
-            self._val["refs"] += batch["tgt_text"]
+            self._val["refs"] += [batch["tgt_text"][r] for r in rows]
 
     def on_validation_epoch_end(self) -> None:
         totals = torch.tensor([self._val["loss"], self._val["tokens"]], dtype=torch.float64, device=self.device)
