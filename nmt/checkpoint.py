@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from torch import nn
 from nmt.config import ConfigError, ExperimentConfig, from_dict
 from nmt.models import build_model
 from nmt.tokenizer import Tokenizer
+
+
+CHECKPOINT_FORMAT = 1  # bumped when the `nmt` entry of checkpoints changes incompatibly
 
 
 class CheckpointError(RuntimeError):
@@ -39,6 +43,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as err:  # disk full, quota, permissions: the old file is untouched
+            kept = "the previous checkpoint there is unchanged" if path.is_file() else "nothing was written"
+            raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}; {kept}") from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -46,11 +53,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path)
 
 
+def checkpoint_bytes(model: nn.Module) -> int:
+    """About the size of a training checkpoint: fp32 weights plus Adam's two moments."""
+    return 3 * sum(p.numel() * 4 for p in model.parameters())
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """torch.load with weights_only=True; any failure becomes one line naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its directory is at the end
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch zip archive: empty, truncated "
+                              "or another kind of file)")
+    try:
+        with zipfile.ZipFile(path) as archive:  # every entry against its CRC-32: torch.load does not check
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint (damaged archive: {err})") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: not a readable checkpoint (damaged: {damaged} fails its CRC check)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -74,6 +96,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     meta = ckpt.get("nmt") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "config" not in meta or "tokenizer" not in meta:
         raise CheckpointError(f"{path}: not an nmt checkpoint (no config/tokenizer entry)")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r} is not the format this version of nmt "
+                              f"reads ({CHECKPOINT_FORMAT}); use the nmt version that wrote it")
     try:
         cfg = from_dict(meta["config"])
     except ConfigError as err:

@@ -10,6 +10,8 @@ from typing import Any
 from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.significance import PairedTest
 
+from nmt.provenance import one_line
+
 
 def corpus_scores(hypotheses: list[str], references: list[list[str]], *, tgt_lang: str = "en",
                   ter: bool = False) -> dict[str, dict]:
@@ -103,6 +105,8 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> tuple[Path, Path]:
         sp = report["speed"]
         md.append(f"- speed: {sp['sentences_per_s']} sentences/s, {sp['tokens_per_s']} target tokens/s "
                   f"({sp['seconds']} s on {sp['device']})")
+    if report.get("environment"):
+        md.append(f"- software: {one_line(report['environment'])}")
     md += ["", "| metric | score | signature |", "|---|---|---|"]
     md += [f"| {name.upper() if name != 'chrf' else 'chrF2'} | {v['score']:.2f} | `{v['signature']}` |" for name, v in s.items()]
     md += ["", f"Length ratio (hypothesis / reference, BLEU tokens): {s['bleu']['length_ratio']}"]

@@ -108,11 +108,17 @@ class Tokenizer:
 
 
 def _train_model(sentences: Iterable[str], cfg: TokenizerConfig) -> bytes:
-    buffer = io.BytesIO()
+    buffer, seen = io.BytesIO(), [0]
+
+    def counted(lines: Iterable[str]) -> Iterator[str]:
+        for line in lines:
+            seen[0] += bool(line.strip())
+            yield line
+
     spm.set_random_generator_seed(cfg.seed)  # sentence sampling is reproducible
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(sentences),
+            sentence_iterator=counted(sentences),
             model_writer=buffer,
             model_type=cfg.type,
             vocab_size=cfg.vocab_size,
@@ -129,6 +135,8 @@ def _train_model(sentences: Iterable[str], cfg: TokenizerConfig) -> bytes:
             num_threads=2,
         )
     except RuntimeError as err:
+        if seen[0] == 0:
+            raise TokenizerError("no text to train the tokenizer on: every training line is empty or whitespace") from None
         raise TokenizerError(f"SentencePiece training failed: {str(err).strip().splitlines()[-1]}") from None
     return buffer.getvalue()
 

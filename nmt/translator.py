@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -52,24 +53,59 @@ def translate(loaded: LoadedModel, sentences: list[str], *, options: BeamOptions
         for r, row in enumerate(rows):
             src[r, : len(row)] = torch.tensor(row)
         src = src.to(device)
-        if sampling is not None:
-            generator = torch.Generator(device=src.device).manual_seed(sampling.seed + batch[0])
-            hyps = [[(ids, float("nan"))] for ids in sample_decode(
-                loaded.model, src, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
-                max_len_a=options.max_len_a, max_len_b=options.max_len_b, generator=generator)]
-        elif greedy:
-            hyps = [[(ids, float("nan"))] for ids in greedy_decode(
-                loaded.model, src, max_len_a=options.max_len_a, max_len_b=options.max_len_b)]
-        else:
-            results = beam_search(loaded.model, src, options, record_attention=record_attention)
-            hyps = [[(h.tokens, h.score) for h in nbest] for nbest in results]
-            for j, nbest, row in zip(batch, results, rows):
-                if nbest[0].attention is not None:
-                    out[todo[j]].attention = nbest[0].attention[:, : len(row)]  # drop the batch's padding
-        for j, nbest in zip(batch, hyps):
-            out[todo[j]].hypotheses = [(loaded.tokenizer.decode_tgt(ids), score) for ids, score in nbest]
-            out[todo[j]].target_ids = nbest[0][0]
+        generator = None if sampling is None else torch.Generator(device=src.device).manual_seed(sampling.seed + batch[0])
+
+        decode = partial(_decode_batch, loaded.model, options=options, greedy=greedy, record_attention=record_attention,
+                         sampling=sampling, generator=generator)
+        for j, (nbest, attention), row in zip(batch, split_on_oom(decode, src), rows):
+            t = out[todo[j]]
+            t.hypotheses = [(loaded.tokenizer.decode_tgt(ids), score) for ids, score in nbest]
+            t.target_ids = nbest[0][0]
+            if attention is not None:
+                t.attention = attention[:, : len(row)]  # drop the batch's padding
     return out
+
+
+def _decode_batch(model, src: torch.Tensor, *, options: BeamOptions, greedy: bool, record_attention: bool,
+                  sampling: SamplingOptions | None, generator: torch.Generator | None) -> list:
+    """src (b, S) -> per sentence: the n-best (token ids, score) and the best one's attention."""
+    if sampling is not None:
+        return [([(ids, float("nan"))], None) for ids in sample_decode(
+            model, src, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+            max_len_a=options.max_len_a, max_len_b=options.max_len_b, generator=generator)]
+    if greedy:
+        return [([(ids, float("nan"))], None)
+                for ids in greedy_decode(model, src, max_len_a=options.max_len_a, max_len_b=options.max_len_b)]
+    results = beam_search(model, src, options, record_attention=record_attention)
+    return [([(h.tokens, h.score) for h in nbest], nbest[0].attention) for nbest in results]
+
+
+class TranslationError(RuntimeError):
+    pass
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    # CUDA raises torch.OutOfMemoryError; a failed CPU allocation is a RuntimeError from DefaultCPUAllocator
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err) or "out of memory" in str(err)
+
+
+def split_on_oom(decode, src: torch.Tensor) -> list:
+    """decode(src) for a batch; when it runs out of memory, the batch is split in two and each half
+    retried (recursively), so one long batch does not abort a whole file. A single sentence that
+    does not fit is an error."""
+    try:
+        return decode(src)
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        if src.is_cuda:
+            torch.cuda.empty_cache()
+        if src.size(0) == 1:
+            raise TranslationError(f"out of memory translating one sentence of {int((src != PAD_ID).sum())} tokens "
+                                   f"on {src.device}; lower --beam-size or use a device with more memory") from None
+        print(f"warning: out of memory on a batch of {src.size(0)} sentences; splitting it", file=sys.stderr)
+        half = src.size(0) // 2
+        return split_on_oom(decode, src[:half]) + split_on_oom(decode, src[half:])
 
 
 def warn_truncated(translations: list[Translation], first_line: int, name: str, limit: int) -> None:

@@ -27,3 +27,16 @@ def parallel_files(tmp_path):
         (tmp_path / f"{split}.zh").write_text("".join(z + "\n" for z in zh[:n] * 5), encoding="utf-8")
         (tmp_path / f"{split}.en").write_text("".join(e + "\n" for e in en[:n] * 5), encoding="utf-8")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def toy_ckpt(tmp_path_factory) -> Path:
+    """A toy-task checkpoint (xx->yy, 30 steps) trained in this process, shared by the tests that
+    only need some working model."""
+    from nmt.config import load_config
+    from nmt.training.run import train
+
+    cfg = load_config(ROOT / "configs" / "toy_reverse.yaml",
+                      ["trainer.max_steps=30", "trainer.val_check_interval=30", "trainer.val_bleu_sentences=20",
+                       "trainer.log_every_n_steps=1", "data.limit_train=2000"])
+    return train(cfg, tmp_path_factory.mktemp("toy") / "run", test=False).run_dir / "checkpoints" / "last.ckpt"

@@ -12,18 +12,41 @@ from nmt.checkpoint import CheckpointError
 from nmt.config import ConfigError
 from nmt.data import DataError
 from nmt.tokenizer import TokenizerError
+from nmt.translator import TranslationError
 
 # Noise from library internals that a user cannot act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 # Validation metrics are computed from all ranks' gathered sentences, so they are already global.
+# Steps with a non-finite loss return None on purpose; TranslationModule prints its own warning.
+warnings.filterwarnings("ignore", message=r".*`training_step` returned `None`.*")
 warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('val_.*sync_dist=True.*")
 
 class UsageError(ValueError):
     """A bad command-line value that argparse cannot check by itself."""
 
 
-USER_ERRORS = (UsageError, ConfigError, DataError, CheckpointError, TokenizerError, MisconfigurationException)
+USER_ERRORS = (UsageError, ConfigError, DataError, CheckpointError, TokenizerError, TranslationError,
+               MisconfigurationException)
+
+
+def check_device(name: str) -> None:
+    """--device: a device torch knows and this machine has."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name}: not a device name (cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda":
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if available == 0 or (device.index or 0) >= available:
+            raise UsageError(f"--device {name}: no such CUDA device here ({available} available"
+                             f"{'; this torch build has no CUDA' if torch.version.cuda is None else ''})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {name}: only cpu, cuda and mps are supported")
 
 
 def run_cli(prog: str, body: Callable[[], int | None], extra_errors: tuple[type[BaseException], ...] = ()) -> int:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from nmt.cli import UsageError, run_cli
+from nmt.cli import UsageError, check_device, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from nmt.evaluation import compare_systems, corpus_scores, sentence_examples, write_report
+        from nmt.provenance import environment
 
         if not args.checkpoint and not args.hyp:
             raise UsageError("give --checkpoint (with --src-file) or at least one --hyp file")
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"{path} has {len(lines)} lines but {args.ref_file[0]} has {n}")
             systems.append((name, lines))
         name, hyps = systems[0]
-        report.update(system=name, src_file=args.src_file, ref_files=args.ref_file, segments=n,
+        report.update(environment=environment(), system=name, src_file=args.src_file, ref_files=args.ref_file, segments=n,
                       scores=corpus_scores(hyps, refs, tgt_lang=tgt_lang, ter=True),
                       examples=sentence_examples(sources, hyps, refs, tgt_lang=tgt_lang))
         if len(systems) > 1:
@@ -88,6 +89,7 @@ def _translate(args: argparse.Namespace, sources: list[str]):
     from nmt.decoding.beam import BeamOptions
     from nmt.translator import translate
 
+    check_device(args.device)
     loaded = load_model(args.checkpoint, device=args.device)
     t = loaded.cfg.trainer
     options = BeamOptions(beam_size=args.beam_size, max_len_a=t.max_decode_len_a, max_len_b=t.max_decode_len_b,

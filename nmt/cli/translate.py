@@ -8,15 +8,12 @@ with bounded memory; a progress bar shows on files, not on pipes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from nmt.cli import UsageError, run_cli
-
-CHUNK_LINES = 2000  # lines read, sorted and translated together
+from nmt.cli import UsageError, check_device, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,27 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="jsonl: source, hypotheses with scores, and timing per line")
     p.add_argument("--attention", metavar="DIR", default=None,
                    help="write a cross-attention heatmap per sentence to DIR/LINE.png (needs matplotlib)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--skip-invalid-utf8", action="store_true",
+                   help="give an empty output line (and a warning) for input lines that are not UTF-8, instead of stopping")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     return p.parse_args(argv)
-
-
-def read_chunks(path: str, size: int = CHUNK_LINES) -> Iterator[tuple[int, list[str]]]:
-    """(first line number, lines) chunks; invalid UTF-8 is an error naming the line."""
-    from nmt.data import DataError, decode_lines
-
-    try:
-        stream = sys.stdin.buffer if path == "-" else open(path, "rb")
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror}") from None
-    chunk, first = [], 1
-    with stream:
-        for n, line in enumerate(decode_lines(stream, "<stdin>" if path == "-" else path), start=1):
-            chunk.append(line)
-            if len(chunk) == size:
-                yield first, chunk
-                chunk, first = [], n + 1
-    if chunk:
-        yield first, chunk
 
 
 def count_lines(path: str) -> int | None:
@@ -100,11 +80,9 @@ def write_heatmaps(directory: Path, translations, first: int, tokenizer) -> None
         save_attention_heatmap(directory / f"{n:06d}.png", t.attention, src, tgt, title=f"line {n}: {t.text}")
 
 
-def interactive(loaded, options, sampling, args: argparse.Namespace) -> int:
+def interactive(translator, search: dict, sampling, args: argparse.Namespace) -> int:
     """stdin is a terminal: type a sentence, get its translation (n-best with scores); Ctrl-D ends."""
-    from nmt.translator import translate
-
-    print(f"nmt-translate {args.src}->{args.tgt}, beam {options.beam_size}: type a sentence, Ctrl-D to quit",
+    print(f"nmt-translate {args.src}->{args.tgt}, beam {search['beam_size']}: type a sentence, Ctrl-D to quit",
           file=sys.stderr)
     while True:
         try:
@@ -112,9 +90,9 @@ def interactive(loaded, options, sampling, args: argparse.Namespace) -> int:
         except EOFError:
             print(file=sys.stderr)
             return 0
-        (translation,) = translate(loaded, [line], options=options, device=args.device, sampling=sampling)
+        (translation,) = translator.translate(line, sampling=sampling, **search)
         for text, score in translation.hypotheses:
-            print(text if options.n_best == 1 else f"{score:.3f}\t{text}", flush=True)
+            print(text if search["n_best"] == 1 else f"{score:.3f}\t{text}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,10 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from tqdm import tqdm
 
-        from nmt.checkpoint import CheckpointError, load_model
-        from nmt.decoding.beam import BeamOptions
+        from nmt.api import Translator
+        from nmt.checkpoint import CheckpointError
         from nmt.decoding.sampling import SamplingOptions
-        from nmt.translator import translate, warn_truncated
 
         if args.beam_size < 1 or not 1 <= args.n_best <= args.beam_size:
             raise UsageError(f"--beam-size must be >= 1 and --n-best between 1 and --beam-size "
@@ -143,33 +120,31 @@ def main(argv: list[str] | None = None) -> int:
         if args.temperature <= 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
             raise UsageError("need --temperature > 0, --top-k >= 0 and 0 < --top-p <= 1")
         sampling = SamplingOptions(args.temperature, args.top_k, args.top_p, args.seed) if args.sampling else None
-        loaded = load_model(args.checkpoint, device=args.device)
-        pair = (loaded.cfg.data.src_lang, loaded.cfg.data.tgt_lang)
-        if (args.src, args.tgt) != pair:
-            raise CheckpointError(f"{args.checkpoint} translates {pair[0]}->{pair[1]}, not {args.src}->{args.tgt}")
-        t = loaded.cfg.trainer
-        options = BeamOptions(
-            beam_size=args.beam_size, n_best=args.n_best, min_len=args.min_len,
-            max_len_a=t.max_decode_len_a if args.max_len_a is None else args.max_len_a,
-            max_len_b=t.max_decode_len_b if args.max_len_b is None else args.max_len_b,
-            length_penalty=args.length_penalty, alpha=args.alpha, no_repeat_ngram_size=args.no_repeat_ngram_size)
+        check_device(args.device)
+        translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+        if (args.src, args.tgt) != (translator.src_lang, translator.tgt_lang):
+            raise CheckpointError(f"{args.checkpoint} translates {translator.src_lang}->{translator.tgt_lang}, "
+                                  f"not {args.src}->{args.tgt}")
+        search = dict(beam_size=args.beam_size, n_best=args.n_best, min_len=args.min_len, max_len_a=args.max_len_a,
+                      max_len_b=args.max_len_b, length_penalty=args.length_penalty, alpha=args.alpha,
+                      no_repeat_ngram_size=args.no_repeat_ngram_size)
+        translator.options(**search)  # bad combinations fail here, before any input is read
         if args.input == "-" and sys.stdin.isatty():
-            return interactive(loaded, options, sampling, args)
+            return interactive(translator, search, sampling, args)
         out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
         show = args.input != "-" and sys.stderr.isatty()  # a bar for files, in a terminal
         bar = tqdm(total=count_lines(args.input) if show else None, unit="line", disable=not show, file=sys.stderr)
-        with out, bar:
-            for first, lines in read_chunks(args.input):
-                start = time.perf_counter()
-                translations = translate(loaded, lines, options=options, max_tokens=args.max_tokens, device=args.device,
-                                         record_attention=args.attention is not None, sampling=sampling)
-                warn_truncated(translations, first, args.input, loaded.cfg.model.max_positions - 1)
-                if args.attention:
-                    write_heatmaps(Path(args.attention), translations, first, loaded.tokenizer)
-                out.write(format_lines(translations, first, args.output_format, args.n_best,
-                                       time.perf_counter() - start))
-                out.flush()
-                bar.update(len(lines))
+
+        def write(translations, first: int, seconds: float) -> None:
+            if args.attention:
+                write_heatmaps(Path(args.attention), translations, first, translator.loaded.tokenizer)
+            out.write(format_lines(translations, first, args.output_format, args.n_best, seconds))
+            bar.update(len(translations))
+
+        with contextlib.closing(out) if out is not sys.stdout else contextlib.nullcontext(), bar:
+            translator.translate_file(sys.stdin.buffer if args.input == "-" else args.input, out,
+                                      skip_invalid_utf8=args.skip_invalid_utf8, write=write, sampling=sampling,
+                                      attention=args.attention is not None, max_tokens=args.max_tokens, **search)
         return 0
 
     return run_cli("nmt-translate", body)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +16,18 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from nmt.checkpoint import AtomicCheckpointIO, load_model
+from nmt.checkpoint import AtomicCheckpointIO, checkpoint_bytes, load_model
 from nmt.config import ExperimentConfig, save_config
 from nmt.data import TranslationDataModule, load_raw
 from nmt.decoding.beam import BeamOptions
 from nmt.evaluation import corpus_scores
 from nmt.models import count_parameters, describe_model
+from nmt.provenance import environment
 from nmt.tokenizer import Tokenizer, train_tokenizer
 from nmt.training.module import TranslationModule
 from nmt.translator import translate
@@ -49,6 +52,8 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool) -> No
     if resume:
         if not last.is_file():
             raise RunError(f"--resume: no checkpoint to resume from at {last}")
+        for stale in last.parent.glob(".*.tmp*"):  # a write cut short by a kill; the target file is intact
+            stale.unlink(missing_ok=True)
         if saved.is_file():
             _check_same_experiment(yaml.safe_load(saved.read_text(encoding="utf-8")), cfg.to_dict(), saved)
     elif last.is_file():
@@ -63,6 +68,21 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool) -> No
         raise RunError(f"output directory {run_dir} is not writable ({err.strerror})") from None
     if rank_zero_only.rank == 0:
         save_config(cfg, saved)
+        # seed, versions, git commit and machine; a resumed run appends its own record
+        record = run_dir / "environment.json"
+        history = json.loads(record.read_text(encoding="utf-8")) if resume and record.is_file() else []
+        history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume": resume,
+                        **environment(cfg.trainer.seed)})
+        record.write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
+
+
+def check_disk_space(run_dir: Path, checkpoint_size: int) -> None:
+    """Fail before training, not at the first save: last.ckpt, best-*.ckpt and the temporary file
+    of an atomic write can exist at once."""
+    free = shutil.disk_usage(run_dir).free
+    if free < 3 * checkpoint_size:
+        raise RunError(f"not enough free disk space in {run_dir}: {free / 1e6:,.0f} MB free, checkpoints need "
+                       f"about {3 * checkpoint_size / 1e6:,.0f} MB (3 x {checkpoint_size / 1e6:,.0f} MB)")
 
 
 def _check_same_experiment(old: dict, new: dict, where: Path) -> None:
@@ -183,6 +203,14 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False)
     except ImportError:
         pass
     devices = t.devices if not t.devices.isdigit() else int(t.devices)
+    try:
+        return _trainer(t, run_dir, devices, callbacks, loggers)
+    except MisconfigurationException as err:  # no GPU, unknown strategy, ... in Lightning's words
+        raise RunError(f"trainer.accelerator={t.accelerator}, devices={t.devices}, strategy={t.strategy}, "
+                       f"precision={t.precision}: {err}") from None
+
+
+def _trainer(t, run_dir: Path, devices, callbacks: list, loggers: list) -> L.Trainer:
     return L.Trainer(
         default_root_dir=run_dir, max_steps=t.max_steps, max_epochs=t.max_epochs,
         accelerator=t.accelerator, devices=devices, num_nodes=t.num_nodes, strategy=t.strategy,
@@ -201,6 +229,7 @@ class RunResult:
     test_scores: dict | None
     wall_s: float
     train_tokens_per_s: float  # target tokens (incl. EOS) per second of training steps, this process
+    skipped_steps: int = 0  # steps skipped for a non-finite loss (this process, since the last start)
 
 
 def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: bool = True) -> RunResult:
@@ -211,11 +240,14 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
     data = TranslationDataModule(cfg, tokenizer)
     data.setup("fit")
     module = TranslationModule(cfg=cfg, tokenizer=tokenizer)
+    check_disk_space(run_dir, checkpoint_bytes(module.model))
     n_batches = None if cfg.data.streaming else len(data.train_dataloader())
     trainer = build_trainer(cfg, run_dir, resume=resume)
     _print_start_summary(cfg, data, module, trainer, run_dir, n_batches)
     last = run_dir / "checkpoints" / "last.ckpt"
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+    if module.stop_reason:
+        raise RunError(f"{module.stop_reason}; the last checkpoint, {last}, holds the weights from before them")
     checkpoint = trainer.checkpoint_callback
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     best_bleu = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
@@ -223,7 +255,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
     if test and cfg.data.test and trainer.is_global_zero:
         test_scores = run_test(cfg, best or last, run_dir / "test")
     result = RunResult(run_dir, best, best_bleu, test_scores, time.perf_counter() - start,
-                       module.train_tokens / max(module.train_seconds, 1e-9))
+                       module.train_tokens / max(module.train_seconds, 1e-9), module.nonfinite_steps)
     _print_end_summary(result, trainer)
     return result
 
@@ -243,7 +275,8 @@ def run_test(cfg: ExperimentConfig, checkpoint: Path, out_dir: Path, n_samples: 
     for name, lines in (("src.txt", src), ("ref.txt", ref), ("hyp.txt", hyp)):
         (out_dir / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     report = {"checkpoint": str(checkpoint), "split": cfg.data.test, "sentences": len(src), "decoding": "beam 5, GNMT length penalty alpha 0.6",
-              "seconds": round(seconds, 2), "scores": scores}
+              "seconds": round(seconds, 2), "scores": scores,
+              "environment": environment(cfg.trainer.seed)}
     (out_dir / "scores.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     say(f"\nTest ({len(src)} held-out sentences, beam 5, {seconds:.1f} s), checkpoint {checkpoint.name}:")
     for name in ("bleu", "chrf"):
@@ -277,6 +310,8 @@ def _print_end_summary(result: RunResult, trainer: L.Trainer) -> None:
     say("=" * 78)
     say(f"done in {result.wall_s / 60:.1f} min, {trainer.global_step} optimizer steps, "
         f"{result.train_tokens_per_s:,.0f} target tokens/s while training (per device)")
+    if result.skipped_steps:
+        say(f"  {result.skipped_steps} step(s) skipped for a non-finite loss")
     if result.best_checkpoint:
         say(f"  best validation BLEU {result.best_bleu:.2f}: {result.best_checkpoint}")
     say(f"  last checkpoint: {result.run_dir / 'checkpoints' / 'last.ckpt'}")

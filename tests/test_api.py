@@ -1,0 +1,75 @@
+"""The Python API: its contract, that it matches `nmt-translate`, and that docs/api.md runs."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+
+import pytest
+import torch
+
+from nmt import Translator
+from nmt.cli import translate as translate_cli
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def translator(toy_ckpt):
+    return Translator.from_checkpoint(toy_ckpt)
+
+
+def test_translate_keeps_order_and_gives_n_best(translator):
+    texts = ["a b c", "", "d e f g h", "j"]
+    results = translator.translate(texts, beam_size=4, n_best=3)
+    assert [r.source for r in results] == texts
+    assert results[1].text == "" and results[1].hypotheses == [("", 0.0)]
+    for r in (results[0], results[2], results[3]):
+        assert len(r.hypotheses) == 3
+        scores = [s for _, s in r.hypotheses]
+        assert scores == sorted(scores, reverse=True)
+        assert r.text == r.hypotheses[0][0]
+    assert [r.text for r in translator.translate(texts[0], beam_size=4)] == [results[0].text]  # a str: one sentence
+
+
+def test_greedy_scores_are_nan_and_attention_has_the_documented_shape(translator):
+    (greedy,) = translator.translate("a b c", beam_size=1)
+    assert math.isnan(greedy.hypotheses[0][1])
+    (r,) = translator.translate("a b c", attention=True)
+    assert r.attention.shape == (len(r.target_ids) + 1, len(r.source_ids) + 1)
+    torch.testing.assert_close(r.attention.sum(-1), torch.ones(r.attention.size(0)))
+
+
+def test_bad_options_raise_value_error(translator):
+    with pytest.raises(ValueError):
+        translator.translate("a", beam_size=0)
+    with pytest.raises(ValueError):
+        translator.translate("a", beam_size=2, n_best=3)
+    with pytest.raises(ValueError, match="engine"):
+        Translator.from_checkpoint("x.ckpt", engine="onnx")
+
+
+def test_translate_file_matches_the_command_line(translator, toy_ckpt, tmp_path, capsys, monkeypatch):
+    lines = ["a b c", "j i h", "", "c c d"] * 3
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    n = translator.translate_file(tmp_path / "in.txt", tmp_path / "api.txt", beam_size=3, chunk_lines=5)
+    assert n == len(lines)
+    api = (tmp_path / "api.txt").read_text(encoding="utf-8")
+    assert api.splitlines() == [r.text for r in translator.translate(lines, beam_size=3)]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    code = translate_cli.main(["--checkpoint", str(toy_ckpt), "--src", "xx", "--tgt", "yy", "--beam-size", "3",
+                               "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "cli.txt")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "cli.txt").read_text(encoding="utf-8") == api
+
+
+def test_the_examples_in_docs_api_md_run(toy_ckpt, capsys):
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 3
+    code = "\n".join(blocks).replace("runs/quickstart/checkpoints/last.ckpt", str(toy_ckpt))
+    exec(compile(code, "docs/api.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert out.startswith("xx -> yy\n")
+    assert "'' -> ''" in out and "2 lines:" in out
