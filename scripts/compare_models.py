@@ -82,10 +82,12 @@ def train_one(name: str, config: str, args: argparse.Namespace) -> dict:
     overrides = [f"trainer.max_time={args.budget}", "trainer.max_steps=-1", "trainer.early_stopping_patience=0",
                  f"trainer.val_check_interval={args.val_every}", *args.overrides]
     cfg = load_config(config, overrides)
+    commit = git_commit()
     print(f"[{name}] training {config} for {args.budget} into {run_dir}", flush=True)
     result = train(cfg, run_dir, test=False)
     loaded = load_model(result.best_checkpoint)
     info = {"name": name, "config": config, "overrides": overrides, "run_dir": str(run_dir),
+            "trained_by": "python scripts/compare_models.py " + " ".join(sys.argv[1:]), "trained_at_commit": commit,
             "best_checkpoint": str(result.best_checkpoint), "best_valid_bleu": result.best_bleu,
             "parameters": count_parameters(loaded.model), "model": describe_model(loaded.cfg.model),
             "train_tokens_per_s": round(result.train_tokens_per_s, 1), "wall_s": round(result.wall_s, 1),
@@ -192,7 +194,9 @@ def write_markdown(results: dict, docs: Path) -> None:
     models, ev = results["models"], results["evaluation"]
     names = [m["name"] for m in models]
     lines = [MARK_BEGIN, "", "## Transformer against the RNN baseline (same data, same wall-clock budget)", "",
-             "Written by `" + results["command"] + "` (commit " + results["commit"] + ", " + results["date"] + ").",
+             "Trained by `" + models[0].get("trained_by", "?").strip() + "` (commit " + models[0].get("trained_at_commit", "?")
+             + "); evaluated and written by `" + results["command"].strip() + "` (commit " + results["commit"] + ", "
+             + results["date"] + ").",
              f"Machine: {results['machine']}. Each model trained for **{results['budget']}** of wall-clock time "
              "(validation included) on the Tatoeba zh-en train split with its shipped config; then the checkpoint "
              "with the best validation BLEU translated each test set with beam 5 (GNMT length penalty 0.6).", "",
