@@ -17,18 +17,19 @@ import torch
 
 import nmt
 
+CODE = ("nmt", "scripts", "configs", "pyproject.toml")  # uncommitted changes here make a commit "+dirty"
 LIBRARIES = ("torch", "lightning", "sentencepiece", "sacrebleu", "datasets")
 
 
 @cache
 def git_commit() -> str | None:
-    """HEAD of the git checkout nmt runs from ("+dirty" with uncommitted changes), None outside one."""
+    """HEAD of the git checkout nmt runs from ("+dirty" with uncommitted changes to the code), None outside one."""
     root = Path(nmt.__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

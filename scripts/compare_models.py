@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CODE = ("nmt", "scripts", "configs", "pyproject.toml")  # what a "+dirty" commit refers to (not docs/)
 MARK_BEGIN, MARK_END = "<!-- compare_models:begin -->", "<!-- compare_models:end -->"
 
 
@@ -53,7 +54,7 @@ def parse_args() -> argparse.Namespace:
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except OSError:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
-from nmt.tokenizer import PAD_ID
+from nmt.models.transformer import token_embedding
 
 State = tuple[torch.Tensor, ...]  # the decoder RNN's state: (h,) for a GRU, (h, c) for an LSTM, each (L, B, H)
 
@@ -39,10 +39,7 @@ class Embeddings(nn.Module):
     def __init__(self, vocab_size: int, dim: int, dropout: float) -> None:
         super().__init__()
         self.dim = dim
-        self.tokens = nn.Embedding(vocab_size, dim, padding_idx=PAD_ID)
-        nn.init.normal_(self.tokens.weight, mean=0.0, std=dim**-0.5)
-        with torch.no_grad():
-            self.tokens.weight[PAD_ID].zero_()
+        self.tokens = token_embedding(vocab_size, dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -32,18 +32,23 @@ def sinusoidal_table(n_positions: int, d_model: int) -> torch.Tensor:
     return table
 
 
+def token_embedding(vocab_size: int, d_model: int) -> nn.Embedding:
+    """Not in the paper: N(0, D^-0.5) initialisation, so that after the sqrt(D) scaling the
+    embeddings have unit variance and a tied output projection starts with small logits. (V, D)"""
+    tokens = nn.Embedding(vocab_size, d_model, padding_idx=PAD_ID)
+    nn.init.normal_(tokens.weight, mean=0.0, std=d_model**-0.5)
+    with torch.no_grad():
+        tokens.weight[PAD_ID].zero_()
+    return tokens
+
+
 class Embeddings(nn.Module):
     """Section 3.4 + 3.5: token embedding * sqrt(D) + sinusoidal position, then dropout."""
 
     def __init__(self, vocab_size: int, d_model: int, max_positions: int, dropout: float) -> None:
         super().__init__()
         self.d_model = d_model
-        self.tokens = nn.Embedding(vocab_size, d_model, padding_idx=PAD_ID)
-        # Not in the paper: N(0, D^-0.5) initialisation, so that after the sqrt(D) scaling the
-        # embeddings have unit variance and the tied output projection starts with small logits.
-        nn.init.normal_(self.tokens.weight, mean=0.0, std=d_model**-0.5)
-        with torch.no_grad():
-            self.tokens.weight[PAD_ID].zero_()
+        self.tokens = token_embedding(vocab_size, d_model)
         self.register_buffer("pe", sinusoidal_table(max_positions, d_model), persistent=False)
         self.dropout = nn.Dropout(dropout)
 
