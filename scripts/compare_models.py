@@ -24,13 +24,11 @@ import csv
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("nmt", "scripts", "configs", "pyproject.toml")  # what a "+dirty" commit refers to (not docs/)
 MARK_BEGIN, MARK_END = "<!-- compare_models:begin -->", "<!-- compare_models:end -->"
 
 
@@ -52,13 +50,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except OSError:
-        return "unknown"
+    """Short HEAD of this checkout, "+dirty" with uncommitted code changes."""
+    from nmt.provenance import git_commit as full
+
+    commit = full()
+    return "unknown" if commit is None else commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
 def machine() -> str:
