@@ -204,21 +204,17 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False)
         pass
     devices = t.devices if not t.devices.isdigit() else int(t.devices)
     try:
-        return _trainer(t, run_dir, devices, callbacks, loggers)
+        return L.Trainer(
+            default_root_dir=run_dir, max_steps=t.max_steps, max_epochs=t.max_epochs,
+            accelerator=t.accelerator, devices=devices, num_nodes=t.num_nodes, strategy=t.strategy,
+            precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
+            gradient_clip_val=t.gradient_clip_val or None, val_check_interval=t.val_check_interval,
+            check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, callbacks=callbacks,
+            logger=loggers, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
+            num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
     except MisconfigurationException as err:  # no GPU, unknown strategy, ... in Lightning's words
         raise RunError(f"trainer.accelerator={t.accelerator}, devices={t.devices}, strategy={t.strategy}, "
                        f"precision={t.precision}: {err}") from None
-
-
-def _trainer(t, run_dir: Path, devices, callbacks: list, loggers: list) -> L.Trainer:
-    return L.Trainer(
-        default_root_dir=run_dir, max_steps=t.max_steps, max_epochs=t.max_epochs,
-        accelerator=t.accelerator, devices=devices, num_nodes=t.num_nodes, strategy=t.strategy,
-        precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
-        gradient_clip_val=t.gradient_clip_val or None, val_check_interval=t.val_check_interval,
-        check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, callbacks=callbacks,
-        logger=loggers, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
-        num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
 
 
 @dataclass
