@@ -63,13 +63,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its directory is at the end
-        raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch zip archive: empty, truncated "
-                              "or another kind of file)")
-    try:
-        with zipfile.ZipFile(path) as archive:  # every entry against its CRC-32: torch.load does not check
+    try:  # torch.save writes a zip archive: check every entry against its CRC-32 (torch.load does not)
+        with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+    except zipfile.BadZipFile:  # no zip directory at the end
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch zip archive: empty, truncated "
+                              "or another kind of file)") from None
+    except (OSError, EOFError) as err:
         raise CheckpointError(f"{path}: not a readable checkpoint (damaged archive: {err})") from None
     if damaged is not None:
         raise CheckpointError(f"{path}: not a readable checkpoint (damaged: {damaged} fails its CRC check)")

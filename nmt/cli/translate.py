@@ -128,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         search = dict(beam_size=args.beam_size, n_best=args.n_best, min_len=args.min_len, max_len_a=args.max_len_a,
                       max_len_b=args.max_len_b, length_penalty=args.length_penalty, alpha=args.alpha,
                       no_repeat_ngram_size=args.no_repeat_ngram_size)
-        translator.options(**search)  # bad combinations fail here, before any input is read
         if args.input == "-" and sys.stdin.isatty():
             return interactive(translator, search, sampling, args)
         out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
