@@ -33,13 +33,27 @@ class Translator:
 
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu") -> None:
         self.loaded, self.device = loaded, torch.device(device)
+        self.engine = "ctranslate2" if hasattr(loaded.model, "decode_batch") else "torch"
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", engine: str = "torch") -> Translator:
-        """A checkpoint written by nmt-train (or nmt's own API). Only engine="torch" exists so far."""
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", engine: str = "torch",
+                        int8: bool = False) -> Translator:
+        """engine="torch": a checkpoint written by nmt-train; engine="ctranslate2": a directory
+        written by `nmt-export --format ctranslate2` (needs the ctranslate2 extra).
+        int8: 8-bit weights -- dynamic quantisation of the linear layers (torch, CPU only) or
+        CTranslate2's int8 compute type."""
+        if engine == "ctranslate2":
+            from nmt.export import load_ctranslate2
+
+            return cls(load_ctranslate2(path, device=str(device), int8=int8), "cpu")  # CTranslate2 holds its own device
         if engine != "torch":
-            raise ValueError(f"engine {engine!r} is not available (torch only)")
-        return cls(load_model(path, device=device), device)
+            raise ValueError(f"engine must be 'torch' or 'ctranslate2', got {engine!r}")
+        loaded = load_model(path, device=device)
+        if int8:
+            if torch.device(device).type != "cpu":
+                raise ValueError("int8 dynamic quantisation runs on the CPU only (use engine='ctranslate2' on GPUs)")
+            loaded.model = quantize_int8(loaded.model)
+        return cls(loaded, device)
 
     @property
     def src_lang(self) -> str:
@@ -53,11 +67,15 @@ class Translator:
     def max_source_tokens(self) -> int:
         return self.loaded.cfg.model.max_positions - 1
 
-    def options(self, *, beam_size: int = 5, n_best: int = 1, length_penalty: str = "gnmt", alpha: float = 0.6,
-                min_len: int = 1, max_len_a: float | None = None, max_len_b: int | None = None,
-                no_repeat_ngram_size: int = 0) -> BeamOptions:
-        """Search options; the length limit defaults to the checkpoint's (trainer.max_decode_len_a/b)."""
+    def options(self, *, beam_size: int = 5, n_best: int = 1, length_penalty: str | None = None,
+                alpha: float | None = None, min_len: int = 1, max_len_a: float | None = None,
+                max_len_b: int | None = None, no_repeat_ngram_size: int = 0) -> BeamOptions:
+        """Search options. The length penalty defaults to GNMT's with alpha 0.6 (torch) or |Y|^1
+        (ctranslate2, which has no GNMT penalty); the length limit to the checkpoint's
+        (trainer.max_decode_len_a/b)."""
         t = self.loaded.cfg.trainer
+        length_penalty = length_penalty or ("length" if self.engine == "ctranslate2" else "gnmt")
+        alpha = alpha if alpha is not None else (0.6 if length_penalty == "gnmt" else 1.0)
         return BeamOptions(beam_size=beam_size, n_best=n_best, min_len=min_len, length_penalty=length_penalty,
                            alpha=alpha, no_repeat_ngram_size=no_repeat_ngram_size,
                            max_len_a=t.max_decode_len_a if max_len_a is None else max_len_a,
@@ -100,6 +118,19 @@ class Translator:
             if out is not target:
                 out.close()
         return n
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation (weights int8 per tensor, activations quantised on the fly) of
+    every nn.Linear: the projections, the feed-forward layers and the output layer, which hold
+    almost all of the decoder's multiply-adds. Embeddings and LayerNorm stay float32."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def read_chunks(source: str | Path | IO[bytes], name: str, size: int,

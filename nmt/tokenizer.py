@@ -70,6 +70,9 @@ class Tokenizer:
     def tgt_pieces(self, ids: list[int]) -> list[str]:
         return [self._tgt.id_to_piece(i) for i in ids]
 
+    def tgt_ids(self, pieces: list[str]) -> list[int]:
+        return [self._tgt.piece_to_id(p) for p in pieces]
+
     # -- persistence: plain bytes, never pickled objects -----------------------------------------
     def state_dict(self) -> dict[str, bytes | None]:
         return {"src_model": self.src_model, "tgt_model": self.tgt_model}

@@ -69,6 +69,8 @@ def translate(loaded: LoadedModel, sentences: list[str], *, options: BeamOptions
 def _decode_batch(model, src: torch.Tensor, *, options: BeamOptions, greedy: bool, record_attention: bool,
                   sampling: SamplingOptions | None, generator: torch.Generator | None) -> list:
     """src (b, S) -> per sentence: the n-best (token ids, score) and the best one's attention."""
+    if hasattr(model, "decode_batch"):  # another engine (nmt.export.CTranslate2Model) decodes whole batches
+        return model.decode_batch(src, options, greedy=greedy, record_attention=record_attention, sampling=sampling)
     if sampling is not None:
         return [([(ids, float("nan"))], None) for ids in sample_decode(
             model, src, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,

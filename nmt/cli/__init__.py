@@ -11,6 +11,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from nmt.checkpoint import CheckpointError
 from nmt.config import ConfigError
 from nmt.data import DataError
+from nmt.export import ExportError
 from nmt.tokenizer import TokenizerError
 from nmt.translator import TranslationError
 
@@ -27,7 +28,7 @@ class UsageError(ValueError):
 
 
 USER_ERRORS = (UsageError, ConfigError, DataError, CheckpointError, TokenizerError, TranslationError,
-               MisconfigurationException)
+               ExportError, MisconfigurationException)
 
 
 def check_device(name: str) -> None:

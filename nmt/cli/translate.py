@@ -18,16 +18,22 @@ from nmt.cli import UsageError, check_device, run_cli
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="nmt-translate", description="Translate text with a trained checkpoint.")
-    p.add_argument("--checkpoint", required=True, help="a .ckpt written by nmt-train")
+    p.add_argument("--checkpoint", required=True,
+                   help="a .ckpt written by nmt-train, or with --engine ctranslate2 a directory written by nmt-export")
+    p.add_argument("--engine", choices=["torch", "ctranslate2"], default="torch",
+                   help="torch (default) or ctranslate2 (an nmt-export directory; pip install 'nmt[ctranslate2]')")
+    p.add_argument("--int8", action="store_true",
+                   help="8-bit weights: dynamic quantisation of the linear layers (torch, CPU) or CTranslate2's int8")
     p.add_argument("--src", required=True, help="source language code; must match the checkpoint")
     p.add_argument("--tgt", required=True, help="target language code; must match the checkpoint")
     p.add_argument("-i", "--input", default="-", help="input file, one sentence per line (default: stdin)")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
     p.add_argument("--beam-size", type=int, default=5, help="beam width; 1 = greedy search (default 5)")
     p.add_argument("--n-best", type=int, default=1, help="hypotheses per sentence (text: Moses n-best lines)")
-    p.add_argument("--length-penalty", choices=["gnmt", "length", "none"], default="gnmt",
-                   help="gnmt: ((5+|Y|)/6)^alpha, length: |Y|^alpha, none (default gnmt)")
-    p.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent (default 0.6)")
+    p.add_argument("--length-penalty", choices=["gnmt", "length", "none"], default=None,
+                   help="gnmt: ((5+|Y|)/6)^alpha, length: |Y|^alpha, none (default: gnmt with torch, length with "
+                        "ctranslate2, which has no gnmt)")
+    p.add_argument("--alpha", type=float, default=None, help="length penalty exponent (default 0.6 for gnmt, 1 for length)")
     p.add_argument("--min-len", type=int, default=1, help="minimum output tokens before EOS")
     p.add_argument("--max-len-a", type=float, default=None, help="max output tokens = a*src_len + b (default: the checkpoint's)")
     p.add_argument("--max-len-b", type=int, default=None, help="see --max-len-a")
@@ -121,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("need --temperature > 0, --top-k >= 0 and 0 < --top-p <= 1")
         sampling = SamplingOptions(args.temperature, args.top_k, args.top_p, args.seed) if args.sampling else None
         check_device(args.device)
-        translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+        if args.int8 and args.engine == "torch" and args.device != "cpu":
+            raise UsageError("--int8 with the torch engine runs on the CPU only (use --engine ctranslate2 on GPUs)")
+        translator = Translator.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine, int8=args.int8)
         if (args.src, args.tgt) != (translator.src_lang, translator.tgt_lang):
             raise CheckpointError(f"{args.checkpoint} translates {translator.src_lang}->{translator.tgt_lang}, "
                                   f"not {args.src}->{args.tgt}")

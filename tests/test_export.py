@@ -1,0 +1,126 @@
+"""CTranslate2 export and int8 inference: the exported model computes what ours computes.
+
+Property 1 (exact mapping): CTranslate2's log-probabilities of a given target (score_batch) equal
+our teacher-forced ones, for post-norm and pre-norm models, tied and untied. Property 2: beam
+search through `nmt-translate --engine ctranslate2` gives our beam search's output. Property 3:
+int8 (torch dynamic quantisation) changes the log-probabilities only a little.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmt.api import Translator, quantize_int8
+from nmt.checkpoint import LoadedModel, load_model
+from nmt.cli import export as export_cli
+from nmt.cli import translate as translate_cli
+from nmt.data import toy_reverse_split
+from nmt.export import ExportError, export_ctranslate2, load_ctranslate2
+from nmt.masks import make_pad_mask
+from nmt.models import build_model
+from nmt.tokenizer import BOS_ID, EOS_ID
+
+ctranslate2 = pytest.importorskip("ctranslate2", reason="needs the ctranslate2 extra: pip install 'nmt[ctranslate2]'")
+
+
+def our_logprobs(model, src_ids: list[int], tgt_ids: list[int]) -> torch.Tensor:
+    """Teacher-forced log P(y_t | y_<t, x) of tgt_ids + EOS: (len(tgt_ids) + 1,)"""
+    src = torch.tensor([src_ids + [EOS_ID]])
+    tgt_in = torch.tensor([[BOS_ID] + tgt_ids])
+    with torch.no_grad():
+        lprobs = F.log_softmax(model(src, make_pad_mask(src), tgt_in).float(), dim=-1)[0]  # (T, V)
+    return lprobs.gather(1, torch.tensor(tgt_ids + [EOS_ID])[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_ctranslate2_scores_equal_ours(toy_ckpt, tmp_path, norm_first):
+    loaded = load_model(toy_ckpt)
+    cfg = dataclasses.replace(loaded.cfg, model=dataclasses.replace(loaded.cfg.model, norm_first=norm_first, dropout=0.0))
+    torch.manual_seed(3)
+    model = build_model(cfg.model, loaded.tokenizer).eval()  # random weights: every parameter matters
+    for p in model.parameters():  # non-trivial LayerNorm parameters and biases too
+        if p.dim() == 1:
+            torch.nn.init.normal_(p, std=0.5)
+    export_ctranslate2(LoadedModel(cfg, loaded.tokenizer, model), tmp_path / "ct2")
+    ct2 = ctranslate2.Translator(str(tmp_path / "ct2"), device="cpu")
+    tok = loaded.tokenizer
+    pairs = [(src, tgt) for src, tgt in toy_reverse_split("test")][:8]
+    for src, tgt in pairs:
+        src_ids, tgt_ids = tok.encode_src([src])[0], tok.encode_tgt([tgt])[0]
+        (result,) = ct2.score_batch([tok.src_pieces(src_ids) + ["</s>"]], [tok.tgt_pieces(tgt_ids)])
+        theirs = torch.tensor(result.log_probs)
+        assert result.tokens == tok.tgt_pieces(tgt_ids) + ["</s>"]
+        torch.testing.assert_close(theirs, our_logprobs(model, src_ids, tgt_ids), atol=1e-4, rtol=1e-4)
+
+
+def test_exported_model_translates_like_ours(toy_ckpt, tmp_path, capsys):
+    """Every output that ends in EOS before the length limit is identical. At the limit the two
+    differ by definition: our search forces EOS there and scores it, CTranslate2 stops without it."""
+    assert export_cli.main([str(toy_ckpt), str(tmp_path / "ct2")]) == 0, capsys.readouterr().err
+    sources = [src for src, _ in toy_reverse_split("test")][:80]
+    (tmp_path / "in.xx").write_text("\n".join(sources) + "\n", encoding="utf-8")
+    code = translate_cli.main(["--checkpoint", str(tmp_path / "ct2"), "--engine", "ctranslate2", "--src", "xx",
+                               "--tgt", "yy", "--beam-size", "4", "-i", str(tmp_path / "in.xx"),
+                               "-o", str(tmp_path / "out.yy")])  # default penalty for ctranslate2: length, alpha 1
+    assert code == 0, capsys.readouterr().err
+    theirs = (tmp_path / "out.yy").read_text(encoding="utf-8").splitlines()
+    ours = Translator.from_checkpoint(toy_ckpt).translate(sources, beam_size=4, length_penalty="length", alpha=1.0)
+    t = load_model(toy_ckpt).cfg.trainer
+    below_limit = [i for i, r in enumerate(ours)
+                   if len(r.target_ids) < int((len(r.source_ids) + 1) * t.max_decode_len_a + t.max_decode_len_b)]
+    assert len(theirs) == len(sources) and len(below_limit) >= len(sources) // 2  # a 30-step toy model
+    assert [theirs[i] for i in below_limit] == [ours[i].text for i in below_limit]
+    assert sum(a == b.text for a, b in zip(theirs, ours)) >= 0.95 * len(sources)
+
+
+def test_ctranslate2_engine_through_the_api(toy_ckpt, tmp_path):
+    export_ctranslate2(load_model(toy_ckpt), tmp_path / "ct2")
+    ours = Translator.from_checkpoint(toy_ckpt)
+    for int8 in (False, True):
+        theirs = Translator.from_checkpoint(tmp_path / "ct2", engine="ctranslate2", int8=int8)
+        assert (theirs.src_lang, theirs.tgt_lang) == (ours.src_lang, ours.tgt_lang)
+        results = theirs.translate(["a b c", "", "d e"], beam_size=3, n_best=2, attention=True)
+        assert [r.source for r in results] == ["a b c", "", "d e"] and results[1].text == ""
+        assert len(results[0].hypotheses) == 2 and results[0].hypotheses[0][1] >= results[0].hypotheses[1][1]
+        att = results[0].attention  # (target pieces + EOS, source pieces + EOS), rows sum to 1
+        assert att.shape == (len(results[0].target_ids) + 1, len(results[0].source_ids) + 1)
+        torch.testing.assert_close(att.sum(-1), torch.ones(att.size(0)), atol=1e-4, rtol=0)
+    with pytest.raises(ExportError, match="no GNMT length penalty"):
+        theirs.translate(["a b"], length_penalty="gnmt")
+
+
+def test_int8_logprobs_stay_close_to_float32(toy_ckpt):
+    loaded = load_model(toy_ckpt)
+    quantized = quantize_int8(load_model(toy_ckpt).model)
+    dynamic_linear = torch.ao.nn.quantized.dynamic.Linear
+    assert isinstance(quantized.generator, dynamic_linear) and isinstance(quantized.encoder.layers[0].ffn.w1, dynamic_linear)
+    tok = loaded.tokenizer
+    for src, tgt in [(s, t) for s, t in toy_reverse_split("test")][:5]:
+        src_ids, tgt_ids = tok.encode_src([src])[0], tok.encode_tgt([tgt])[0]
+        fp32, int8 = our_logprobs(loaded.model, src_ids, tgt_ids), our_logprobs(quantized, src_ids, tgt_ids)
+        assert not torch.equal(fp32, int8)  # it did quantize
+        torch.testing.assert_close(int8, fp32, atol=0.1, rtol=0.05)
+
+
+def test_export_and_engine_errors_are_one_line(toy_ckpt, tmp_path, capsys):
+    loaded = load_model(toy_ckpt)
+    rnn = dataclasses.replace(loaded, cfg=dataclasses.replace(loaded.cfg, model=dataclasses.replace(loaded.cfg.model, type="rnn")))
+    with pytest.raises(ExportError, match="only Transformer checkpoints"):
+        export_ctranslate2(rnn, tmp_path / "x")
+    with pytest.raises(Exception, match="not a CTranslate2 export"):
+        load_ctranslate2(tmp_path)
+    cases = [
+        (["--checkpoint", str(tmp_path), "--engine", "ctranslate2"], "not a CTranslate2 export by nmt-export"),
+        (["--checkpoint", str(toy_ckpt), "--engine", "ctranslate2"], "not a CTranslate2 export by nmt-export"),
+        (["--checkpoint", str(toy_ckpt), "--int8", "--device", "cuda"], "--device cuda"),
+    ]
+    for extra, message in cases:
+        assert translate_cli.main([*extra, "--src", "xx", "--tgt", "yy", "-i", str(toy_ckpt)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert export_cli.main([str(tmp_path / "missing.ckpt"), str(tmp_path / "out")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
