@@ -15,57 +15,65 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-import torch
+from nmt.batching import Translation, warn_truncated
+from nmt.decoding.options import BeamOptions, SamplingOptions
+from nmt.errors import DataError
+from nmt.textio import decode_lines
 
-from nmt.checkpoint import LoadedModel, load_model
-from nmt.data import DataError, decode_lines
-from nmt.decoding.beam import BeamOptions
-from nmt.decoding.sampling import SamplingOptions
-from nmt.translator import Translation, translate, warn_truncated
+__all__ = ["Translator", "Translation", "quantize_int8", "read_chunks"]
 
 CHUNK_LINES = 2000  # lines read, sorted and translated together by translate_file
 
 
 class Translator:
-    """A loaded model with its tokenizer and config; every call reuses them."""
+    """A loaded model with its tokenizer and config; every call reuses them.
 
-    def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu") -> None:
-        self.loaded, self.device = loaded, torch.device(device)
-        self.engine = "ctranslate2" if hasattr(loaded.model, "decode_batch") else "torch"
+    Two engines: "torch" (a checkpoint from nmt-train: every search option, attention, GPUs) and
+    "ctranslate2" (a directory from nmt-export: faster on CPUs, and torch is never imported)."""
+
+    def __init__(self, loaded: Any, device: Any = "cpu") -> None:
+        """`loaded`: an nmt.checkpoint.LoadedModel (torch) or an nmt.ct2.CTranslate2Engine."""
+        self.engine = getattr(loaded, "engine", "torch")
+        self.loaded, self.device = loaded, device
+        self.cfg, self.tokenizer = loaded.cfg, loaded.tokenizer
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", engine: str = "torch",
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", engine: str = "torch",
                         int8: bool = False) -> Translator:
         """engine="torch": a checkpoint written by nmt-train; engine="ctranslate2": a directory
         written by `nmt-export --format ctranslate2` (needs the ctranslate2 extra).
         int8: 8-bit weights -- dynamic quantisation of the linear layers (torch, CPU only) or
         CTranslate2's int8 compute type."""
         if engine == "ctranslate2":
-            from nmt.export import load_ctranslate2
+            from nmt.ct2 import CTranslate2Engine
 
-            return cls(load_ctranslate2(path, device=str(device), int8=int8), "cpu")  # CTranslate2 holds its own device
+            return cls(CTranslate2Engine(path, device=str(device), int8=int8), device)
         if engine != "torch":
             raise ValueError(f"engine must be 'torch' or 'ctranslate2', got {engine!r}")
+        import torch
+
+        from nmt.checkpoint import load_model
+
+        if int8 and torch.device(device).type != "cpu":
+            raise ValueError("int8 dynamic quantisation runs on the CPU only (use engine='ctranslate2' on GPUs)")
         loaded = load_model(path, device=device)
         if int8:
-            if torch.device(device).type != "cpu":
-                raise ValueError("int8 dynamic quantisation runs on the CPU only (use engine='ctranslate2' on GPUs)")
             loaded.model = quantize_int8(loaded.model)
-        return cls(loaded, device)
+        return cls(loaded, torch.device(device))
 
     @property
     def src_lang(self) -> str:
-        return self.loaded.cfg.data.src_lang
+        return self.cfg.data.src_lang
 
     @property
     def tgt_lang(self) -> str:
-        return self.loaded.cfg.data.tgt_lang
+        return self.cfg.data.tgt_lang
 
     @property
     def max_source_tokens(self) -> int:
-        return self.loaded.cfg.model.max_positions - 1
+        return self.cfg.model.max_positions - 1
 
     def options(self, *, beam_size: int = 5, n_best: int = 1, length_penalty: str | None = None,
                 alpha: float | None = None, min_len: int = 1, max_len_a: float | None = None,
@@ -73,7 +81,7 @@ class Translator:
         """Search options. The length penalty defaults to GNMT's with alpha 0.6 (torch) or |Y|^1
         (ctranslate2, which has no GNMT penalty); the length limit to the checkpoint's
         (trainer.max_decode_len_a/b)."""
-        t = self.loaded.cfg.trainer
+        t = self.cfg.trainer
         length_penalty = length_penalty or ("length" if self.engine == "ctranslate2" else "gnmt")
         alpha = alpha if alpha is not None else (0.6 if length_penalty == "gnmt" else 1.0)
         return BeamOptions(beam_size=beam_size, n_best=n_best, min_len=min_len, length_penalty=length_penalty,
@@ -82,12 +90,20 @@ class Translator:
                            max_len_b=t.max_decode_len_b if max_len_b is None else max_len_b)
 
     def translate(self, texts: list[str] | str, *, sampling: SamplingOptions | None = None, attention: bool = False,
-                  max_tokens: int = 4096, **search) -> list[Translation]:
+                  max_tokens: int = 4096, max_sentences: int = 0, **search) -> list[Translation]:
         """One `Translation` per input (text, n-best `(text, score)` hypotheses, attention when
-        asked), in input order. `search`: the keyword arguments of `options` (beam_size=5, ...)."""
+        asked), in input order. `search`: the keyword arguments of `options` (beam_size=5, ...).
+        A batch holds at most `max_tokens` source tokens (divided by the beam size) and
+        `max_sentences` sentences (0: no limit)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        return translate(self.loaded, texts, options=self.options(**search), max_tokens=max_tokens, device=self.device,
-                         record_attention=attention, sampling=sampling)
+        options = self.options(**search)
+        if self.engine == "ctranslate2":
+            return self.loaded.translate(texts, options, max_tokens=max_tokens, max_sentences=max_sentences,
+                                         record_attention=attention, sampling=sampling)
+        from nmt.translator import translate
+
+        return translate(self.loaded, texts, options=options, max_tokens=max_tokens, max_sentences=max_sentences,
+                         device=self.device, record_attention=attention, sampling=sampling)
 
     def translate_file(self, source: str | Path | IO[bytes], target: str | Path | IO[str], *,
                        skip_invalid_utf8: bool = False, name: str | None = None, chunk_lines: int | None = None,
@@ -120,12 +136,13 @@ class Translator:
         return n
 
 
-def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+def quantize_int8(model):
     """Dynamic int8 quantisation (weights int8 per tensor, activations quantised on the fly) of
     every nn.Linear: the projections, the feed-forward layers and the output layer, which hold
     almost all of the decoder's multiply-adds. Embeddings and LayerNorm stay float32."""
     import warnings
 
+    import torch
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao

@@ -1,4 +1,5 @@
-"""Self-contained checkpoints: written atomically, loaded safely (`weights_only=True`).
+"""Self-contained checkpoints, loaded safely (`weights_only=True`, archive CRCs checked). They
+are written atomically by nmt/training/checkpoint_io.py.
 
 A checkpoint is a Lightning checkpoint plus an `nmt` entry holding the resolved config and the
 SentencePiece models as plain data, so it translates on its own, without the run directory.
@@ -6,7 +7,6 @@ SentencePiece models as plain data, so it translates on its own, without the run
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -14,43 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from nmt.config import ConfigError, ExperimentConfig, from_dict
+from nmt.errors import CheckpointError
 from nmt.models import build_model
 from nmt.tokenizer import Tokenizer
 
 
 CHECKPOINT_FORMAT = 1  # bumped when the `nmt` entry of checkpoints changes incompatibly
-
-
-class CheckpointError(RuntimeError):
-    pass
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file in the same directory, fsync, then rename over the target: a
-    crash mid-write leaves the previous checkpoint intact. Loads with weights_only=True."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as err:  # disk full, quota, permissions: the old file is untouched
-            kept = "the previous checkpoint there is unchanged" if path.is_file() else "nothing was written"
-            raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}; {kept}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return read_checkpoint(path)
 
 
 def checkpoint_bytes(model: nn.Module) -> int:

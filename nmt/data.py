@@ -28,7 +28,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from nmt.batching import make_batches
 from nmt.config import DataConfig, ExperimentConfig
+from nmt.errors import DataError
+from nmt.textio import check_text_file, decode_lines, read_text_lines  # noqa: F401  (re-exported)
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 log = logging.getLogger("nmt")
@@ -37,46 +40,12 @@ datasets.logging.set_verbosity_error()
 datasets.disable_progress_bars()
 
 
-class DataError(ValueError):
-    """Bad input data (one-line message naming the file and line)."""
-
-
 # ------------------------------------------------------------------------------------------------
 # Loading raw pairs: every source ends as a dataset with string columns `src` and `tgt`
 # ------------------------------------------------------------------------------------------------
 
 _WARNED: set[str] = set()
 HSK_EVERY = 20  # hsk split: item i (after de-duplication) is valid if i % 20 == 5, test if i % 20 == 10
-
-
-def decode_lines(stream, name: str, *, invalid: list[int] | None = None) -> Iterator[str]:
-    """Lines of a binary stream as text (line ends stripped). Invalid UTF-8 is an error naming the
-    line; with an `invalid` list, such a line is recorded there (its number) and given as ""."""
-    for n, raw in enumerate(stream, start=1):
-        try:
-            yield raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as err:
-            if invalid is None:
-                raise DataError(f"{name}:{n}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
-            invalid.append(n)
-            yield ""
-
-
-def read_text_lines(path: Path) -> list[str]:
-    """All lines of a UTF-8 text file; a missing file or invalid UTF-8 is a one-line DataError."""
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    with path.open("rb") as f:
-        return list(decode_lines(f, str(path)))
-
-
-def check_text_file(path: Path, invalid: list[int] | None = None) -> int:
-    """Line count of a UTF-8 text file; missing files and invalid UTF-8 name the file and line
-    (or, with an `invalid` list, invalid lines are recorded there)."""
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    with path.open("rb") as f:
-        return sum(1 for _ in decode_lines(f, str(path), invalid=invalid))
 
 
 def _text_pairs(src_path: str, tgt_path: str, stamp: str, skip: tuple[int, ...] = ()) -> Iterator[dict[str, str]]:
@@ -272,26 +241,6 @@ def encode_and_clean(ds, tokenizer: Tokenizer, cfg: DataConfig, *, max_len: int 
 # ------------------------------------------------------------------------------------------------
 # Batching
 # ------------------------------------------------------------------------------------------------
-
-
-def make_batches(src_lens, tgt_lens, *, max_tokens: int, max_sentences: int = 0,
-                 order: np.ndarray | None = None) -> list[list[int]]:
-    """Greedy token-bucket batching of indices in length order: a batch grows while
-    n_sentences * (longest side + 1 for BOS/EOS) stays within max_tokens."""
-    if order is None:
-        order = np.lexsort((tgt_lens, src_lens))
-    batches, batch, longest = [], [], 0
-    for i in order.tolist():
-        width = max(longest, int(src_lens[i]) + 1, int(tgt_lens[i]) + 1)
-        too_many = max_sentences and len(batch) >= max_sentences
-        if batch and (width * (len(batch) + 1) > max_tokens or too_many):
-            batches.append(batch)
-            batch, width = [], max(int(src_lens[i]), int(tgt_lens[i])) + 1
-        batch.append(i)
-        longest = width
-    if batch:
-        batches.append(batch)
-    return batches
 
 
 class TokenBatchSampler:

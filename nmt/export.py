@@ -1,5 +1,4 @@
-"""Export a Transformer checkpoint to CTranslate2 (fast CPU/GPU inference, int8), and translate
-with the export.
+"""Export a Transformer checkpoint to CTranslate2 (fast CPU/GPU inference, int8).
 
 The paper's architecture maps one to one onto CTranslate2's TransformerSpec:
 
@@ -19,7 +18,7 @@ cos halves (tensor2tensor) while the paper -- and this model -- interleave them.
 
 An export directory holds CTranslate2's files (model.bin, config.json, vocabularies) plus ours:
 nmt.json (format, the resolved experiment config) and the SentencePiece model(s), so it translates
-on its own: `nmt-translate --engine ctranslate2 --checkpoint DIR`.
+on its own: `nmt-translate --engine ctranslate2 --checkpoint DIR` (nmt/ct2.py, without torch).
 """
 
 from __future__ import annotations
@@ -29,26 +28,11 @@ from pathlib import Path
 
 import torch
 
-from nmt.checkpoint import CheckpointError, LoadedModel
-from nmt.config import ConfigError, from_dict
-from nmt.decoding.beam import BeamOptions
-from nmt.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from nmt.checkpoint import LoadedModel
+from nmt.ct2 import EXPORT_FORMAT, META_FILE, import_ctranslate2
+from nmt.errors import ExportError
 
-EXPORT_FORMAT = 1
-META_FILE = "nmt.json"
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "bfloat16")
-
-
-class ExportError(RuntimeError):
-    pass
-
-
-def _import_ctranslate2():
-    try:
-        import ctranslate2
-    except ImportError:
-        raise ExportError("the CTranslate2 engine needs the ctranslate2 package: pip install 'nmt[ctranslate2]'") from None
-    return ctranslate2
 
 
 def _linear(spec, layer: torch.nn.Linear) -> None:
@@ -72,7 +56,7 @@ def _embeddings(spec, embeddings, n_positions: int) -> None:
 def export_ctranslate2(loaded: LoadedModel, out_dir: str | Path, *, quantization: str | None = None) -> Path:
     """Write a CTranslate2 model directory for a Transformer checkpoint (weights in float32 unless
     `quantization` is one of QUANTIZATIONS; CTranslate2 can also quantize at load time)."""
-    _import_ctranslate2()
+    import_ctranslate2()
     from ctranslate2.specs import transformer_spec
 
     cfg, model, tok = loaded.cfg.model, loaded.model, loaded.tokenizer
@@ -124,79 +108,3 @@ def export_ctranslate2(loaded: LoadedModel, out_dir: str | Path, *, quantization
     except OSError as err:
         raise ExportError(f"cannot write the export to {out}: {err.strerror or err}") from None
     return out
-
-
-class CTranslate2Model:
-    """An export directory loaded into a `ctranslate2.Translator`. It stands where the torch model
-    stands in `LoadedModel`; `nmt.translator` hands it whole batches through `decode_batch`."""
-
-    def __init__(self, directory: Path, tokenizer: Tokenizer, *, device: str = "cpu", compute_type: str = "default",
-                 threads: int = 0) -> None:
-        ctranslate2 = _import_ctranslate2()
-        device_type, _, index = device.partition(":")
-        try:
-            self.translator = ctranslate2.Translator(str(directory), device=device_type, device_index=int(index or 0),
-                                                     compute_type=compute_type, intra_threads=threads)
-        except (RuntimeError, ValueError) as err:
-            raise CheckpointError(f"{directory}: CTranslate2 cannot load this model ({str(err).splitlines()[0]})") from None
-        self.tokenizer = tokenizer
-
-    def decode_batch(self, src: torch.Tensor, options: BeamOptions, *, greedy: bool, record_attention: bool,
-                     sampling=None) -> list:
-        """src (b, S) ids with EOS and padding -> per sentence: the n-best (token ids, score) and the
-        best one's attention (target tokens + EOS, source tokens + EOS), as `nmt.translator` expects.
-
-        Our search options map onto CTranslate2's: length penalty |Y|^alpha with |Y| counting EOS
-        (return_end_token) and per-sentence length limits a * src_len + b. CTranslate2 has one limit
-        per batch, so a sentence whose output exceeds its own limit is decoded again on its own."""
-        if options.length_penalty == "gnmt":
-            raise ExportError("the ctranslate2 engine has no GNMT length penalty: use length_penalty 'length' "
-                              "(|Y|^alpha) or 'none'")
-        rows = [[i for i in row if i != PAD_ID] for row in src.tolist()]
-        limits = [int(len(row) * options.max_len_a + options.max_len_b) for row in rows]  # as max_output_lengths
-        results = self._translate(rows, max(limits), options, record_attention, sampling)
-        for j, (row, limit) in enumerate(zip(rows, limits)):
-            if len(results[j][0][0][0]) > limit:  # generated beyond this sentence's own limit
-                results[j] = self._translate([row], limit, options, record_attention, sampling)[0]
-        return results
-
-    def _translate(self, rows: list[list[int]], limit: int, options: BeamOptions, record_attention: bool,
-                   sampling) -> list:
-        kwargs = dict(beam_size=options.beam_size, num_hypotheses=options.n_best, return_scores=True,
-                      return_end_token=True, max_decoding_length=limit + 1, min_decoding_length=options.min_len,
-                      length_penalty=0.0 if options.length_penalty == "none" else options.alpha,
-                      no_repeat_ngram_size=options.no_repeat_ngram_size, return_attention=record_attention)
-        if sampling is not None:
-            kwargs.update(beam_size=1, num_hypotheses=1, sampling_topk=sampling.top_k or 0,
-                          sampling_topp=sampling.top_p, sampling_temperature=sampling.temperature)
-        pieces = [self.tokenizer.src_pieces(row) for row in rows]  # the EOS id becomes "</s>"
-        out = []
-        for result in self.translator.translate_batch(pieces, **kwargs):
-            nbest = []
-            for hyp, score in zip(result.hypotheses, result.scores):
-                ids = self.tokenizer.tgt_ids(hyp)
-                ids = ids[:-1] if ids and ids[-1] == EOS_ID else ids[:limit]  # cut at the limit, as ours stops there
-                nbest.append((ids, score))
-            attention = torch.tensor(result.attention[0]) if record_attention and result.attention else None
-            out.append((nbest, attention))
-        return out
-
-
-def load_ctranslate2(directory: str | Path, *, device: str = "cpu", int8: bool = False,
-                     threads: int = 0) -> LoadedModel:
-    """An export directory -> LoadedModel whose model is a CTranslate2Model."""
-    directory = Path(directory)
-    if not (directory / META_FILE).is_file() or not (directory / "model.bin").is_file():
-        raise CheckpointError(f"{directory}: not a CTranslate2 export by nmt-export (needs model.bin and {META_FILE})")
-    try:
-        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-        cfg = from_dict(meta["config"])
-        tokenizer = Tokenizer.load(directory)
-    except (ValueError, KeyError, TypeError, OSError, ConfigError) as err:
-        raise CheckpointError(f"{directory}/{META_FILE}: unreadable export metadata ({err})") from None
-    if meta.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(f"{directory}: export format {meta.get('format')!r} is not the one this version reads "
-                              f"({EXPORT_FORMAT})")
-    model = CTranslate2Model(directory, tokenizer, device=device, compute_type="int8" if int8 else "default",
-                             threads=threads)
-    return LoadedModel(cfg=cfg, tokenizer=tokenizer, model=model)

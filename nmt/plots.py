@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
-import torch
+import numpy as np
 
 CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "SimHei", "Microsoft YaHei", "DejaVu Sans"]
 
 
-def save_attention_heatmap(path: Path, attention: torch.Tensor, src_pieces: list[str], tgt_pieces: list[str],
+def save_attention_heatmap(path: Path, attention: Any, src_pieces: list[str], tgt_pieces: list[str],
                            title: str = "") -> None:
-    """attention (T, S): row i = how target piece i attended over the source pieces (sums to 1)."""
+    """attention (T, S), a tensor or array: row i = how target piece i attended over the source
+    pieces (sums to 1)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +24,8 @@ def save_attention_heatmap(path: Path, attention: torch.Tensor, src_pieces: list
 
     t, s = attention.shape
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * s + 2), max(3.0, 0.35 * t + 1.5)))
-    image = ax.imshow(attention.float().numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    data = attention.float().numpy() if hasattr(attention, "numpy") else np.asarray(attention, dtype=np.float32)
+    image = ax.imshow(data, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing glyphs when no CJK font is installed
         plt.rcParams["font.sans-serif"] = CJK_FONTS

@@ -19,7 +19,9 @@ from nmt.checkpoint import LoadedModel, load_model
 from nmt.cli import export as export_cli
 from nmt.cli import translate as translate_cli
 from nmt.data import toy_reverse_split
-from nmt.export import ExportError, export_ctranslate2, load_ctranslate2
+from nmt.ct2 import CTranslate2Engine
+from nmt.errors import CheckpointError, ExportError
+from nmt.export import export_ctranslate2
 from nmt.masks import make_pad_mask
 from nmt.models import build_model
 from nmt.tokenizer import BOS_ID, EOS_ID
@@ -86,7 +88,7 @@ def test_ctranslate2_engine_through_the_api(toy_ckpt, tmp_path):
         results = theirs.translate(["a b c", "", "d e"], beam_size=3, n_best=2, attention=True)
         assert [r.source for r in results] == ["a b c", "", "d e"] and results[1].text == ""
         assert len(results[0].hypotheses) == 2 and results[0].hypotheses[0][1] >= results[0].hypotheses[1][1]
-        att = results[0].attention  # (target pieces + EOS, source pieces + EOS), rows sum to 1
+        att = torch.from_numpy(results[0].attention)  # (target pieces + EOS, source pieces + EOS), rows sum to 1
         assert att.shape == (len(results[0].target_ids) + 1, len(results[0].source_ids) + 1)
         torch.testing.assert_close(att.sum(-1), torch.ones(att.size(0)), atol=1e-4, rtol=0)
     with pytest.raises(ExportError, match="no GNMT length penalty"):
@@ -111,8 +113,8 @@ def test_export_and_engine_errors_are_one_line(toy_ckpt, tmp_path, capsys):
     rnn = dataclasses.replace(loaded, cfg=dataclasses.replace(loaded.cfg, model=dataclasses.replace(loaded.cfg.model, type="rnn")))
     with pytest.raises(ExportError, match="only Transformer checkpoints"):
         export_ctranslate2(rnn, tmp_path / "x")
-    with pytest.raises(Exception, match="not a CTranslate2 export"):
-        load_ctranslate2(tmp_path)
+    with pytest.raises(CheckpointError, match="not a CTranslate2 export"):
+        CTranslate2Engine(tmp_path)
     cases = [
         (["--checkpoint", str(tmp_path), "--engine", "ctranslate2"], "not a CTranslate2 export by nmt-export"),
         (["--checkpoint", str(toy_ckpt), "--engine", "ctranslate2"], "not a CTranslate2 export by nmt-export"),

@@ -23,7 +23,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nmt.checkpoint import AtomicCheckpointIO, CheckpointError, load_model
+from nmt.checkpoint import CheckpointError, load_model
+from nmt.training.checkpoint_io import AtomicCheckpointIO
 from nmt.cli import evaluate as evaluate_cli
 from nmt.cli import train as train_cli
 from nmt.cli import translate as translate_cli
@@ -213,7 +214,7 @@ def test_any_unicode_gives_exactly_one_output_line_per_input_line(text, toy_mode
     """Whatever the text (control characters, \\r, U+2028, emoji, combining marks...), the
     output has one line per input line, as `nmt-translate` reads them (split on \\n only)."""
     data = text.encode("utf-8")
-    monkeypatch.setattr("nmt.api.load_model", lambda path, device="cpu": toy_model)
+    monkeypatch.setattr("nmt.checkpoint.load_model", lambda path, device="cpu": toy_model)
     code, out, err = call(capsys, monkeypatch, translate_cli.main,
                           ["--checkpoint", "toy", "--src", "xx", "--tgt", "yy", "--beam-size", "2",
                            "--max-len-a", "0", "--max-len-b", "4"], data)
@@ -297,15 +298,16 @@ def test_disk_full_during_training_is_one_line_and_keeps_the_last_good_checkpoin
 def test_translate_reads_and_writes_in_chunks(toy_ckpt, tmp_path, capsys, monkeypatch):
     """Bounded memory on huge files: input is read, translated and written chunk by chunk."""
     import nmt.api
+    import nmt.translator
 
-    seen, real = [], nmt.api.translate
+    seen, real = [], nmt.translator.translate
 
     def spy(loaded, lines, **kwargs):
         seen.append((len(lines), (tmp_path / "out.txt").stat().st_size))
         return real(loaded, lines, **kwargs)
 
     monkeypatch.setattr(nmt.api, "CHUNK_LINES", 3)
-    monkeypatch.setattr(nmt.api, "translate", spy)
+    monkeypatch.setattr(nmt.translator, "translate", spy)
     (tmp_path / "in.txt").write_text("a b\n" * 10, encoding="utf-8")
     code, _, err = call(capsys, monkeypatch, translate_cli.main,
                         ["--checkpoint", str(toy_ckpt), "--src", "xx", "--tgt", "yy", "-i", str(tmp_path / "in.txt"),

@@ -6,14 +6,9 @@ import sys
 import warnings
 from collections.abc import Callable
 
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-from nmt.checkpoint import CheckpointError
 from nmt.config import ConfigError
-from nmt.data import DataError
-from nmt.export import ExportError
+from nmt.errors import CheckpointError, DataError, ExportError, TranslationError
 from nmt.tokenizer import TokenizerError
-from nmt.translator import TranslationError
 
 # Noise from library internals that a user cannot act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -27,8 +22,17 @@ class UsageError(ValueError):
     """A bad command-line value that argparse cannot check by itself."""
 
 
-USER_ERRORS = (UsageError, ConfigError, DataError, CheckpointError, TokenizerError, TranslationError,
-               ExportError, MisconfigurationException)
+USER_ERRORS = (UsageError, ConfigError, DataError, CheckpointError, TokenizerError, TranslationError, ExportError)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """USER_ERRORS, plus Lightning's settings errors once Lightning is loaded (not imported here:
+    nmt-translate never needs it)."""
+    if "lightning.fabric.utilities.exceptions" in sys.modules:
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+        return USER_ERRORS + (MisconfigurationException,)
+    return USER_ERRORS
 
 
 def check_device(name: str) -> None:
@@ -54,7 +58,7 @@ def run_cli(prog: str, body: Callable[[], int | None], extra_errors: tuple[type[
     """Run `body`; a user error prints `prog: error: <one line>` and returns 2, Ctrl-C returns 130."""
     try:
         return body() or 0
-    except USER_ERRORS + extra_errors as err:
+    except user_errors() + extra_errors as err:
         message = " ".join(str(err).split())
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2

@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         from tqdm import tqdm
 
         from nmt.api import Translator
-        from nmt.checkpoint import CheckpointError
-        from nmt.decoding.sampling import SamplingOptions
+        from nmt.decoding.options import SamplingOptions
+        from nmt.errors import CheckpointError
 
         if args.beam_size < 1 or not 1 <= args.n_best <= args.beam_size:
             raise UsageError(f"--beam-size must be >= 1 and --n-best between 1 and --beam-size "
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.temperature <= 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
             raise UsageError("need --temperature > 0, --top-k >= 0 and 0 < --top-p <= 1")
         sampling = SamplingOptions(args.temperature, args.top_k, args.top_p, args.seed) if args.sampling else None
-        check_device(args.device)
+        if args.engine == "torch":
+            check_device(args.device)
         if args.int8 and args.engine == "torch" and args.device != "cpu":
             raise UsageError("--int8 with the torch engine runs on the CPU only (use --engine ctranslate2 on GPUs)")
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine, int8=args.int8)
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def write(translations, first: int, seconds: float) -> None:
             if args.attention:
-                write_heatmaps(Path(args.attention), translations, first, translator.loaded.tokenizer)
+                write_heatmaps(Path(args.attention), translations, first, translator.tokenizer)
             out.write(format_lines(translations, first, args.output_format, args.n_best, seconds))
             bar.update(len(translations))
 

@@ -3,20 +3,11 @@
 Dimensions: B batch, S source length, V vocabulary.
 """
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from nmt.decoding.greedy import decode_token_by_token
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    temperature: float = 1.0
-    top_k: int = 0  # 0: no top-k restriction
-    top_p: float = 1.0  # 1: no nucleus restriction
-    seed: int = 0
+from nmt.decoding.options import SamplingOptions  # noqa: F401  (re-exported)
 
 
 def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

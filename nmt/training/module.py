@@ -26,6 +26,9 @@ class TranslationModule(L.LightningModule):
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
         self.model = build_model(cfg.model, tokenizer)
+        # trainer.compile: a compiled forward for training steps; a bound method, not a module, so
+        # the state dict (and every checkpoint) keeps the plain parameter names.
+        self._train_forward = torch.compile(self.model.forward, dynamic=True) if cfg.trainer.compile else self.model
         self._val: dict[str, Any] = {}
         self._last_time: float | None = None
         self._tokens_per_s: float | None = None
@@ -36,7 +39,8 @@ class TranslationModule(L.LightningModule):
     # -- one step, shared by training and validation ---------------------------------------------
     def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, int]:
         src_mask = make_pad_mask(batch["src"])  # (B, 1, 1, S)
-        logits = self.model(batch["src"], src_mask, batch["tgt_in"])  # (B, T, V)
+        forward = self._train_forward if stage == "train" else self.model
+        logits = forward(batch["src"], src_mask, batch["tgt_in"])  # (B, T, V)
         epsilon = self.cfg.optim.label_smoothing if stage == "train" else 0.0
         return label_smoothed_nll(logits, batch["tgt_out"], epsilon)
 

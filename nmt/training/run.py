@@ -21,10 +21,11 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from nmt.checkpoint import AtomicCheckpointIO, checkpoint_bytes, load_model
+from nmt.checkpoint import checkpoint_bytes, load_model
 from nmt.config import ExperimentConfig, save_config
 from nmt.data import TranslationDataModule, load_raw
 from nmt.decoding.beam import BeamOptions
+from nmt.training.checkpoint_io import AtomicCheckpointIO
 from nmt.evaluation import corpus_scores
 from nmt.models import count_parameters, describe_model
 from nmt.provenance import environment
@@ -184,13 +185,14 @@ class KeepMetricsOnResume(Callback):
             logger.experiment.metrics[:0] = kept
 
 
-def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> L.Trainer:
+def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False,
+                  extra_callbacks: list[Callback] = ()) -> L.Trainer:
     t = cfg.trainer
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-step{step}-bleu{val_bleu:.2f}",
         auto_insert_metric_name=False, monitor="val_bleu", mode="max", save_top_k=1, save_last=True)
     callbacks = [checkpoint, StopAndSave(run_dir / "checkpoints" / "last.ckpt", t.max_time),
-                 ProgressBar(refresh_rate=10 if os.environ.get("CI") else 1)]
+                 ProgressBar(refresh_rate=10 if os.environ.get("CI") else 1), *extra_callbacks]
     if resume:
         callbacks.append(KeepMetricsOnResume(run_dir / "logs" / "metrics.csv"))
     if t.early_stopping_patience:
@@ -228,7 +230,9 @@ class RunResult:
     skipped_steps: int = 0  # steps skipped for a non-finite loss (this process, since the last start)
 
 
-def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: bool = True) -> RunResult:
+def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: bool = True,
+          callbacks: list[Callback] = ()) -> RunResult:
+    """nmt-train's whole job. `callbacks`: extra Lightning callbacks (own logging, benchmarks)."""
     start = time.perf_counter()
     prepare_run_dir(cfg, run_dir, resume=resume)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
@@ -238,7 +242,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
     module = TranslationModule(cfg=cfg, tokenizer=tokenizer)
     check_disk_space(run_dir, checkpoint_bytes(module.model))
     n_batches = None if cfg.data.streaming else len(data.train_dataloader())
-    trainer = build_trainer(cfg, run_dir, resume=resume)
+    trainer = build_trainer(cfg, run_dir, resume=resume, extra_callbacks=list(callbacks))
     _print_start_summary(cfg, data, module, trainer, run_dir, n_batches)
     last = run_dir / "checkpoints" / "last.ckpt"
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)

@@ -1,0 +1,113 @@
+"""The CTranslate2 engine: translate with a directory written by `nmt-export --format ctranslate2`.
+
+Needs only ctranslate2, sentencepiece and numpy -- not torch -- so a translation process stays
+small (see docs/performance.md). Search options map onto CTranslate2's so that its beam search
+returns what ours returns (tests/test_export.py):
+- length penalty |Y|^alpha with |Y| counting EOS, as ours does (`return_end_token`); CTranslate2
+  has no GNMT penalty;
+- per-sentence length limits a * src_len + b: CTranslate2 takes one limit per call, so a sentence
+  whose output runs past its own limit is decoded again on its own.
+Where a hypothesis reaches the limit, ours forces EOS and scores it; CTranslate2 stops without it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from nmt.batching import Translation, translate_in_batches
+from nmt.config import ConfigError, ExperimentConfig, from_dict
+from nmt.decoding.options import BeamOptions, SamplingOptions
+from nmt.errors import CheckpointError, ExportError
+from nmt.tokenizer import EOS_ID, Tokenizer
+
+EXPORT_FORMAT = 1  # nmt.json's format; bumped on incompatible changes
+META_FILE = "nmt.json"
+
+
+def import_ctranslate2():
+    try:
+        import ctranslate2
+    except ImportError:
+        raise ExportError("the CTranslate2 engine needs the ctranslate2 package: pip install 'nmt[ctranslate2]'") from None
+    return ctranslate2
+
+
+def read_export_config(directory: Path) -> ExperimentConfig:
+    if not (directory / META_FILE).is_file() or not (directory / "model.bin").is_file():
+        raise CheckpointError(f"{directory}: not a CTranslate2 export by nmt-export (needs model.bin and {META_FILE})")
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("format") != EXPORT_FORMAT:
+            raise CheckpointError(f"{directory}: export format {meta.get('format')!r} is not the one this version "
+                                  f"reads ({EXPORT_FORMAT})")
+        return from_dict(meta["config"])
+    except (ValueError, KeyError, TypeError, AttributeError, ConfigError) as err:
+        raise CheckpointError(f"{directory}/{META_FILE}: unreadable export metadata ({err})") from None
+
+
+class CTranslate2Engine:
+    """An export directory loaded into a `ctranslate2.Translator`, with its config and tokenizer."""
+
+    engine = "ctranslate2"
+
+    def __init__(self, directory: str | Path, *, device: str = "cpu", int8: bool = False, threads: int = 0) -> None:
+        ctranslate2 = import_ctranslate2()
+        directory = Path(directory)
+        self.cfg = read_export_config(directory)
+        try:
+            self.tokenizer = Tokenizer.load(directory)
+        except (OSError, RuntimeError) as err:
+            raise CheckpointError(f"{directory}: cannot load the SentencePiece model(s) ({err})") from None
+        device_type, _, index = device.partition(":")
+        try:
+            self.translator = ctranslate2.Translator(str(directory), device=device_type, device_index=int(index or 0),
+                                                     compute_type="int8" if int8 else "default", intra_threads=threads)
+        except (RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{directory}: CTranslate2 cannot load this model ({str(err).splitlines()[0]})") from None
+
+    def translate(self, sentences: list[str], options: BeamOptions, *, max_tokens: int = 4096, max_sentences: int = 0,
+                  record_attention: bool = False, sampling: SamplingOptions | None = None) -> list[Translation]:
+        if options.length_penalty == "gnmt":
+            raise ExportError("the ctranslate2 engine has no GNMT length penalty: use length_penalty 'length' "
+                              "(|Y|^alpha) or 'none'")
+        decode = partial(self._decode_rows, options=options, record_attention=record_attention, sampling=sampling)
+        width = 1 if sampling is not None else options.beam_size
+        return translate_in_batches(self.tokenizer, sentences, decode, limit=self.cfg.model.max_positions - 1,
+                                    max_tokens=max_tokens, max_sentences=max_sentences, width=width)
+
+    def _decode_rows(self, rows: list[list[int]], first: int, *, options: BeamOptions, record_attention: bool,
+                     sampling: SamplingOptions | None) -> list:
+        limits = [int(len(row) * options.max_len_a + options.max_len_b) for row in rows]  # as max_output_lengths
+        results = self._translate(rows, max(limits), options, record_attention, sampling, first)
+        for j, (row, limit) in enumerate(zip(rows, limits)):
+            if len(results[j][0][0][0]) > limit:  # generated beyond this sentence's own limit
+                results[j] = self._translate([row], limit, options, record_attention, sampling, first + j)[0]
+        return results
+
+    def _translate(self, rows: list[list[int]], limit: int, options: BeamOptions, record_attention: bool,
+                   sampling: SamplingOptions | None, first: int) -> list:
+        kwargs = dict(beam_size=options.beam_size, num_hypotheses=options.n_best, return_scores=True,
+                      return_end_token=True, max_decoding_length=limit + 1, min_decoding_length=options.min_len,
+                      length_penalty=0.0 if options.length_penalty == "none" else options.alpha,
+                      no_repeat_ngram_size=options.no_repeat_ngram_size, return_attention=record_attention)
+        if sampling is not None:
+            import ctranslate2
+
+            ctranslate2.set_random_seed(sampling.seed + first)
+            kwargs.update(beam_size=1, num_hypotheses=1, sampling_topk=min(sampling.top_k, self.tokenizer.tgt_vocab_size), sampling_topp=sampling.top_p,
+                          sampling_temperature=sampling.temperature)
+        pieces = [self.tokenizer.src_pieces(row) for row in rows]  # the EOS id becomes "</s>"
+        out = []
+        for result in self.translator.translate_batch(pieces, **kwargs):
+            nbest = []
+            for hyp, score in zip(result.hypotheses, result.scores):
+                ids = self.tokenizer.tgt_ids(hyp)
+                ids = ids[:-1] if ids and ids[-1] == EOS_ID else ids[:limit]  # cut at the limit, as ours stops there
+                nbest.append((ids, score))
+            attention = np.asarray(result.attention[0], dtype=np.float32) if record_attention else None
+            out.append((nbest, attention))
+        return out

@@ -1,0 +1,21 @@
+"""The errors a user can cause and fix: each carries a one-line message naming the file, line or
+option at fault. The command-line tools print them as `prog: error: ...` with exit code 2.
+
+Kept free of heavy imports, so that the command-line tools can catch them without loading torch.
+"""
+
+
+class DataError(ValueError):
+    """Bad input data (one-line message naming the file and line)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or export that is missing, damaged, unsafe or of another kind."""
+
+
+class TranslationError(RuntimeError):
+    """Decoding cannot go on (e.g. one sentence does not fit in memory)."""
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made (model type, missing package, unwritable directory)."""
