@@ -14,12 +14,22 @@ import numpy as np
 from nmt.tokenizer import EOS_ID, Tokenizer
 
 
+def length_order(src_lens, tgt_lens, tie_break=None) -> np.ndarray:
+    """Indices sorted by the longer side, then target, then source length (then `tie_break`).
+    A batch costs n_sentences x its longest side, so sorting on that packs the most real tokens
+    into each batch: on the HSK workload 92% of target and 80% of source positions are real
+    tokens, against 67% and 97% when sorting by source length first (docs/performance.md)."""
+    src_lens, tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
+    keys = (src_lens, tgt_lens, np.maximum(src_lens, tgt_lens))
+    return np.lexsort(keys if tie_break is None else (tie_break, *keys))
+
+
 def make_batches(src_lens, tgt_lens, *, max_tokens: int, max_sentences: int = 0,
                  order: np.ndarray | None = None) -> list[list[int]]:
     """Greedy token-bucket batching of indices in length order: a batch grows while
     n_sentences * (longest side + 1 for BOS/EOS) stays within max_tokens."""
     if order is None:
-        order = np.lexsort((tgt_lens, src_lens))
+        order = length_order(src_lens, tgt_lens)
     batches, batch, longest = [], [], 0
     for i in order.tolist():
         width = max(longest, int(src_lens[i]) + 1, int(tgt_lens[i]) + 1)

@@ -75,6 +75,7 @@ class ModelConfig:
     n_decoder_layers: int = 6
     dropout: float = 0.1  # P_drop: on sublayer outputs and on embeddings + positions
     attention_dropout: float = 0.0  # on attention weights (the paper uses none)
+    activation_dropout: float = 0.0  # on the feed-forward hidden ReLU (not in the paper; tensor2tensor used it)
     norm_first: bool = False  # False: post-norm as in the paper; True: pre-norm
     tie_embeddings: bool = True  # decoder input = output projection (and encoder, if joint)
     max_positions: int = 1024  # length of the sinusoidal table (rnn: the longest input translated)
@@ -216,6 +217,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         (m.n_encoder_layers >= 1 and m.n_decoder_layers >= 1, "model.n_encoder_layers and n_decoder_layers must be >= 1"),
         (0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}"),
         (0.0 <= m.attention_dropout < 1.0, f"model.attention_dropout must be in [0, 1), got {m.attention_dropout}"),
+        (0.0 <= m.activation_dropout < 1.0, f"model.activation_dropout must be in [0, 1), got {m.activation_dropout}"),
         (m.max_positions > d.max_len + 1, f"model.max_positions ({m.max_positions}) must exceed data.max_len + 1 ({d.max_len + 1})"),
         (d.max_len >= 1, f"data.max_len must be >= 1, got {d.max_len}"),
         (d.max_len_ratio >= 1.0, f"data.max_len_ratio must be >= 1, got {d.max_len_ratio}"),

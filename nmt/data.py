@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from nmt.batching import make_batches
+from nmt.batching import length_order, make_batches
 from nmt.config import DataConfig, ExperimentConfig
 from nmt.errors import DataError
 from nmt.textio import check_text_file, decode_lines, read_text_lines  # noqa: F401  (re-exported)
@@ -271,10 +271,7 @@ class TokenBatchSampler:
         if self._cache and self._cache[0] == epoch:
             return self._cache[1]
         rng = np.random.default_rng([self.seed, epoch])
-        if self.shuffle:
-            order = np.lexsort((rng.random(len(self.src_lens)), self.tgt_lens, self.src_lens))
-        else:
-            order = np.lexsort((self.tgt_lens, self.src_lens))
+        order = length_order(self.src_lens, self.tgt_lens, rng.random(len(self.src_lens)) if self.shuffle else None)
         all_batches = make_batches(self.src_lens, self.tgt_lens, max_tokens=self.max_tokens,
                                    max_sentences=self.max_sentences, order=order)
         if self.shuffle:

@@ -78,3 +78,31 @@ def test_validation_bleu_uses_the_first_pairs_in_file_order_not_the_shortest():
             module.validation_step({"src": src, "tgt_in": tgt, "tgt_out": tgt, "tgt_text": refs, "index": index}, 0)
     assert module._val["refs"] == ["ref1", "ref0", "ref2"]
     assert len(module._val["hyps"]) == 3
+
+
+def test_smoothed_cross_entropy_gradient_is_p_minus_q():
+    """The hand-written backward equals autograd through log_softmax on the written-out formula,
+    for the loss, the NLL and both together, in float64."""
+    import torch.nn.functional as F
+
+    from nmt.training.loss import _SmoothedCrossEntropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 7, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([1, 2, 3, 4, 5, 6])
+    eps = 0.1
+
+    def reference(z):
+        lprobs = F.log_softmax(z, dim=-1)
+        nll = -lprobs.gather(-1, target[:, None])[:, 0]
+        return (1 - eps) * nll - eps * lprobs.mean(-1), nll
+
+    for weights in ((1.0, 0.0), (0.0, 1.0), (0.7, 0.3)):
+        mine = _SmoothedCrossEntropy.apply(logits, target, eps)
+        theirs = reference(logits)
+        for a, b in zip(mine, theirs):
+            torch.testing.assert_close(a, b)
+        (g_mine,) = torch.autograd.grad(weights[0] * mine[0].sum() + weights[1] * mine[1].sum(), logits)
+        (g_ref,) = torch.autograd.grad(weights[0] * theirs[0].sum() + weights[1] * theirs[1].sum(), logits)
+        torch.testing.assert_close(g_mine, g_ref)
+    assert torch.autograd.gradcheck(lambda z: _SmoothedCrossEntropy.apply(z, target, eps)[0], (logits,))

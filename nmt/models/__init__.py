@@ -20,8 +20,9 @@ class Seq2Seq(Protocol):
         """src (B, S), src_mask (B, 1, 1, S) -> memory (B, S, D)"""
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: Any | None = None) -> torch.Tensor:
-        """tgt_in (B, T) -> logits (B, T, V); with a cache only the new positions are given."""
+               cache: Any | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """tgt_in (B, T) -> logits (B, T, V); with a cache only the new positions are given; with
+        `keep` (B, T) bool only the logits (N, V) of those positions are computed."""
 
     def make_cache(self) -> Any:
         """An empty incremental-decoding cache with a `reorder(index)` method."""

@@ -187,21 +187,22 @@ class RNNSeq2Seq(nn.Module):
         return self.encoder(self.src_embed(src), src_mask.sum(dim=(1, 2, 3)))
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: DecoderCache | None = None) -> torch.Tensor:
-        """tgt_in (B, T) -> logits (B, T, V). Without a cache, tgt_in is the whole prefix (BOS + y);
+               cache: DecoderCache | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """tgt_in (B, T) -> logits (B, T, V), or with `keep` (B, T) bool only those positions' (N, V). Without a cache, tgt_in is the whole prefix (BOS + y);
         with one, only the new positions, continuing from the cached state. Both run the same
         step loop; that cached == uncached is nonetheless tested."""
         cache = cache if cache is not None else DecoderCache()
         if cache.state is None:
             self.decoder.start(memory, cache)
         h_tilde = self.decoder(self.tgt_embed(tgt_in), memory, src_mask[:, 0, 0, :], cache)  # (B, T, E)
-        return self.generator(h_tilde)  # (B, T, V)
+        return self.generator(h_tilde if keep is None else h_tilde[keep])  # (B, T, V) or (N, V)
 
     def make_cache(self, *, record_attention: bool = False) -> DecoderCache:
         return DecoderCache(record_attention=record_attention)
 
     max_output_len = None  # the recurrence has no positional limit
 
-    def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits (B, T, V) for training and scoring."""
-        return self.decode(tgt_in, self.encode(src, src_mask), src_mask)
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V) for training and scoring; (N, V) at the `keep` positions."""
+        return self.decode(tgt_in, self.encode(src, src_mask), src_mask, keep=keep)

@@ -116,11 +116,12 @@ class MultiHeadAttention(nn.Module):
 class FeedForward(nn.Module):
     """Section 3.3, eq. 2: FFN(x) = max(0, x W1 + b1) W2 + b2."""
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
+    def __init__(self, d_model: int, d_ff: int, activation_dropout: float) -> None:
         super().__init__()
         self.w1, self.w2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
-        # Not in the paper's text, as in its tensor2tensor code: dropout on the hidden ReLU.
-        self.dropout = nn.Dropout(dropout)
+        # Not in the paper's text (its tensor2tensor code has it; fairseq leaves it at 0): dropout on
+        # the hidden ReLU, model.activation_dropout.
+        self.dropout = nn.Dropout(activation_dropout) if activation_dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(self.dropout(F.relu(self.w1(x))))  # (B, L, D) -> (B, L, D)
@@ -153,7 +154,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=False)
-        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation_dropout)
         self.res1, self.res2 = (Residual(cfg.d_model, cfg.dropout, cfg.norm_first) for _ in range(2))
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
@@ -168,7 +169,7 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=False)
         self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=True)
-        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation_dropout)
         self.res1, self.res2, self.res3 = (Residual(cfg.d_model, cfg.dropout, cfg.norm_first) for _ in range(3))
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, tgt_mask: torch.Tensor | None,
@@ -273,8 +274,9 @@ class Transformer(nn.Module):
         return self.encoder(self.src_embed(src), src_mask)
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: DecoderCache | None = None) -> torch.Tensor:
-        """tgt_in (B, T) -> logits (B, T, V).
+               cache: DecoderCache | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """tgt_in (B, T) -> logits (B, T, V), or with `keep` (B, T) bool only those positions' (N, V)
+        (training skips the output layer on padding).
 
         Without a cache, tgt_in is the whole prefix (BOS + y) and gets the causal + padding mask.
         With a cache, tgt_in holds only the new positions (usually one); they attend to every
@@ -290,7 +292,7 @@ class Transformer(nn.Module):
             tgt_mask = None if t == 1 else make_causal_mask(offset + t, tgt_in.device)[:, :, offset:]
             cache.length += t
         x = self.decoder(self.tgt_embed(tgt_in, offset), memory, src_mask, tgt_mask, cache)
-        return self.generator(x)  # (B, T, V)
+        return self.generator(x if keep is None else x[keep])  # (B, T, V) or (N, V)
 
     def make_cache(self, *, record_attention: bool = False) -> DecoderCache:
         return DecoderCache(len(self.decoder.layers), record_attention=record_attention)
@@ -300,6 +302,7 @@ class Transformer(nn.Module):
         """BOS and every generated token but the final EOS take a position of the sinusoidal table."""
         return self.cfg.max_positions - 1
 
-    def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits (B, T, V) for training and scoring."""
-        return self.decode(tgt_in, self.encode(src, src_mask), src_mask)
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V) for training and scoring; (N, V) at the `keep` positions."""
+        return self.decode(tgt_in, self.encode(src, src_mask), src_mask, keep=keep)

@@ -39,10 +39,11 @@ class TranslationModule(L.LightningModule):
     # -- one step, shared by training and validation ---------------------------------------------
     def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, int]:
         src_mask = make_pad_mask(batch["src"])  # (B, 1, 1, S)
+        keep = batch["tgt_out"] != PAD_ID  # (B, T): the output layer and the loss skip padding
         forward = self._train_forward if stage == "train" else self.model
-        logits = forward(batch["src"], src_mask, batch["tgt_in"])  # (B, T, V)
+        logits = forward(batch["src"], src_mask, batch["tgt_in"], keep=keep)  # (N, V)
         epsilon = self.cfg.optim.label_smoothing if stage == "train" else 0.0
-        return label_smoothed_nll(logits, batch["tgt_out"], epsilon)
+        return label_smoothed_nll(logits, batch["tgt_out"][keep], epsilon)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss_sum, nll_sum, n_tokens = self._shared_step(batch, "train")
@@ -132,8 +133,9 @@ class TranslationModule(L.LightningModule):
     # -- optimiser and schedule ------------------------------------------------------------------
     def configure_optimizers(self):
         o, d_model = self.cfg.optim, self.cfg.model.d_model
+        # fused: one kernel for all parameters instead of a Python loop of small ops per parameter
         optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=tuple(o.adam_betas),
-                                     eps=o.adam_eps, weight_decay=o.weight_decay)
+                                     eps=o.adam_eps, weight_decay=o.weight_decay, fused=True)
         if o.lr_schedule == "noam":
             fn = partial(noam_lr, d_model=d_model, warmup_steps=o.warmup_steps, scale=o.lr_scale)
         else:
