@@ -235,7 +235,7 @@ class _Prefix:
     def __init__(self) -> None:
         self.tokens = None
 
-    def reorder(self, index) -> None:
+    def reorder(self, index, same_sources: bool = False) -> None:
         self.tokens = self.tokens.index_select(0, index)
 
 

@@ -29,7 +29,7 @@ class ScriptedCache:
     def __init__(self) -> None:
         self.prefixes: list[tuple[int, ...]] | None = None
 
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, same_sources: bool = False) -> None:
         self.prefixes = [self.prefixes[i] for i in index.tolist()]
 
 

@@ -146,3 +146,23 @@ def test_decoding_stops_at_the_positional_table():
         memory = model.encode(src, make_pad_mask(src))
         for _ in range(10):
             model.decode(torch.full((2, 1), 5), memory, make_pad_mask(src), cache)
+
+
+def test_reorder_within_sentences_keeps_the_source_side():
+    """Beams swapped within their sentences: reordering only the target side (same_sources=True,
+    memory not reindexed) gives the same next-step logits as reordering everything."""
+    model = small_model()
+    src = torch.randint(4, 50, (2, 6))
+    rows = torch.tensor([0, 0, 1, 1])  # two beams per sentence
+    src_mask = make_pad_mask(src)[rows]
+    memory = model.encode(src, make_pad_mask(src))[rows]
+    tgt = torch.randint(4, 50, (4, 3))  # a different prefix per beam
+    caches = [model.make_cache(), model.make_cache()]
+    for cache in caches:
+        model.decode(tgt[:, :2], memory, src_mask, cache)
+    swap = torch.tensor([1, 0, 3, 2])
+    caches[0].reorder(swap)
+    caches[1].reorder(swap, same_sources=True)
+    everything = model.decode(tgt[swap, 2:3], memory[swap], src_mask[swap], caches[0])
+    target_side = model.decode(tgt[swap, 2:3], memory, src_mask, caches[1])
+    torch.testing.assert_close(everything, target_side)

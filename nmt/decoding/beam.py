@@ -120,9 +120,12 @@ def beam_search(model, src: torch.Tensor, opts: BeamOptions, *, record_attention
         base = (torch.arange(len(active), device=src.device) * k)[keep]  # (A',)
         rows = (base.unsqueeze(1) + new_beams[keep]).view(-1)  # (A'*K,) rows of the current batch
         prefixes = torch.cat([prefixes[rows], new_tokens[keep].view(-1, 1)], dim=1)  # (A'*K, t+1)
-        memory, src_mask, scores = memory[rows], src_mask[rows], new_scores[keep]
-        active, max_lens = active[keep], max_lens[keep]
-        cache.reorder(rows)
+        scores, active, max_lens = new_scores[keep], active[keep], max_lens[keep]
+        if bool(keep.all()):  # beams only moved within their sentences: the source side is unchanged
+            cache.reorder(rows, same_sources=True)
+        else:
+            memory, src_mask = memory[rows], src_mask[rows]
+            cache.reorder(rows)
     return [sorted(hyps, key=lambda h: -h.score)[: opts.n_best] or [Hypothesis([], NEG_INF, NEG_INF)]
             for hyps in finished]
 

@@ -25,7 +25,8 @@ class Seq2Seq(Protocol):
         `keep` (B, T) bool only the logits (N, V) of those positions are computed."""
 
     def make_cache(self) -> Any:
-        """An empty incremental-decoding cache with a `reorder(index)` method."""
+        """An empty incremental-decoding cache with a `reorder(index, same_sources=False)` method
+        (same_sources: the rows moved only among the beams of each sentence)."""
 
     @property
     def max_output_len(self) -> int | None:

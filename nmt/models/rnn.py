@@ -115,11 +115,14 @@ class DecoderCache:
         self.attention: torch.Tensor | None = None  # (B, T, S) when record_attention
         self.record_attention = record_attention
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows: index (B',) of rows of the current batch (beams that survive)."""
+    def reorder(self, index: torch.Tensor, *, same_sources: bool = False) -> None:
+        """Select batch rows: index (B',) of rows of the current batch (beams that survive).
+        same_sources: every row keeps its sentence, so the attention keys (from the source) stay."""
         if self.state is not None:
             self.state = tuple(s.index_select(1, index) for s in self.state)
-            self.feed, self.keys = self.feed.index_select(0, index), self.keys.index_select(0, index)
+            self.feed = self.feed.index_select(0, index)
+            if not same_sources:
+                self.keys = self.keys.index_select(0, index)
         if self.attention is not None:
             self.attention = self.attention.index_select(0, index)
 

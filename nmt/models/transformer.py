@@ -199,11 +199,14 @@ class DecoderCache:
         self.attention: torch.Tensor | None = None
         self.record_attention = record_attention
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows: index (B',) of rows of the current batch (beams that survive)."""
+    def reorder(self, index: torch.Tensor, *, same_sources: bool = False) -> None:
+        """Select batch rows: index (B',) of rows of the current batch (beams that survive).
+        same_sources: every row keeps the sentence it had (beams moved among the beams of one
+        sentence), so the cross-attention keys/values, equal for all beams of a sentence, stay."""
         pick = lambda kv: None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))  # noqa: E731
         self.self_kv = [pick(kv) for kv in self.self_kv]
-        self.cross_kv = [pick(kv) for kv in self.cross_kv]
+        if not same_sources:
+            self.cross_kv = [pick(kv) for kv in self.cross_kv]
         if self.attention is not None:
             self.attention = self.attention.index_select(0, index)
 
