@@ -425,7 +425,7 @@ def say(message: str) -> None:
 
 def markdown(r: dict) -> str:
     t, ref = r["training"], r["training"]["reference"]["tokens_per_s"]
-    lines = [f"Machine: {r['machine']}; torch {r['environment'].get('torch', '?')}. Command: `{r['command']}`.", "",
+    lines = [f"Machine: {r['machine']}; torch {r['environment']['versions'].get('torch', '?')}. Command: `{r['command']}`.", "",
              "| training | target tokens/s | vs nn.Transformer loop | peak RSS (MB) |", "|---|---:|---:|---:|"]
     for name, label in (("nmt", "nmt-train (Lightning)"),
                         ("nmt_activation_dropout", "nmt-train, model.activation_dropout=0.1 (FFN dropout as nn.Transformer)"),

@@ -67,7 +67,7 @@ def test_translate_file_matches_the_command_line(translator, toy_ckpt, tmp_path,
 def test_the_examples_in_docs_api_md_run(toy_ckpt, capsys):
     text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     code = "\n".join(blocks).replace("runs/quickstart/checkpoints/last.ckpt", str(toy_ckpt))
     exec(compile(code, "docs/api.md", "exec"), {})
     out = capsys.readouterr().out

@@ -43,7 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: smallest set with this probability (1: all)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch (x beam size in the decoder)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="source tokens per batch, divided by the beam size (default 4096 for torch, 1024 for ctranslate2)")
+    p.add_argument("--max-sentences", type=int, default=0, help="sentences per batch (0: no limit)")
     p.add_argument("--output-format", choices=["text", "jsonl"], default="text",
                    help="jsonl: source, hypotheses with scores, and timing per line")
     p.add_argument("--attention", metavar="DIR", default=None,
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.beam_size < 1 or not 1 <= args.n_best <= args.beam_size:
             raise UsageError(f"--beam-size must be >= 1 and --n-best between 1 and --beam-size "
                                   f"(got {args.beam_size}, {args.n_best})")
-        if args.min_len < 0 or args.no_repeat_ngram_size < 0 or args.max_tokens < 1 or \
+        if args.min_len < 0 or args.no_repeat_ngram_size < 0 or (args.max_tokens is not None and args.max_tokens < 1) or args.max_sentences < 0 or \
                 (args.max_len_a is not None and args.max_len_a < 0) or (args.max_len_b is not None and args.max_len_b < 0):
             raise UsageError("--min-len, --max-len-a, --max-len-b and --no-repeat-ngram-size must not be "
                                   "negative, --max-tokens must be positive")
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.closing(out) if out is not sys.stdout else contextlib.nullcontext(), bar:
             translator.translate_file(sys.stdin.buffer if args.input == "-" else args.input, out,
                                       skip_invalid_utf8=args.skip_invalid_utf8, write=write, sampling=sampling,
-                                      attention=args.attention is not None, max_tokens=args.max_tokens, **search)
+                                      attention=args.attention is not None, max_tokens=args.max_tokens,
+                                      max_sentences=args.max_sentences, **search)
         return 0
 
     return run_cli("nmt-translate", body)

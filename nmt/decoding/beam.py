@@ -80,7 +80,7 @@ def ban_repeated_ngrams(lprobs: torch.Tensor, generated: torch.Tensor, n: int) -
 # -- 3. the driver --------------------------------------------------------------------------------
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(model, src: torch.Tensor, opts: BeamOptions, *, record_attention: bool = False) -> list[list[Hypothesis]]:
     """src (B, S) -> per sentence the `n_best` hypotheses, best first (with their last-layer
     cross-attention if `record_attention`)."""

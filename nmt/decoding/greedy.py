@@ -20,7 +20,7 @@ def max_output_lengths(model, src_mask: torch.Tensor, a: float, b: int) -> torch
     return max_lens if cap is None else max_lens.clamp(max=cap)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def decode_token_by_token(model, src: torch.Tensor, choose: Callable[[torch.Tensor], torch.Tensor], *,
                           max_len_a: float = 1.5, max_len_b: int = 10) -> list[list[int]]:
     """src (B, S) -> one token list per sentence (without BOS/EOS), at most a*src_len+b tokens.
