@@ -120,6 +120,7 @@ class TrainerConfig:
     early_stopping_patience: int = 0  # validations without BLEU gain before stopping (0: off)
     num_workers: int = 0  # DataLoader worker processes
     compile: bool = False  # torch.compile the model's training forward pass (first steps compile)
+    low_memory: bool = False  # return freed activations to the OS (glibc): lower peak RSS, slower steps
     max_nonfinite_steps: int = 10  # a non-finite loss skips its step; this many in a row stop the run (0: never)
     max_decode_len_a: float = 1.5  # greedy decode during validation stops at a*src_len+b
     max_decode_len_b: int = 10

@@ -53,6 +53,16 @@ def _embeddings(spec, embeddings, n_positions: int) -> None:
     spec.scale_embeddings = True
 
 
+def _self_attention_and_ffn(theirs, ours, *, ffn_norm: torch.nn.LayerNorm) -> None:
+    """The parts encoder and decoder layers share: self-attention and feed-forward blocks."""
+    _linear(theirs.self_attention.linear[0], ours.self_attn.qkv_proj)
+    _linear(theirs.self_attention.linear[1], ours.self_attn.out_proj)
+    _norm(theirs.self_attention.layer_norm, ours.res1.norm)
+    _norm(theirs.ffn.layer_norm, ffn_norm)
+    _linear(theirs.ffn.linear_0, ours.ffn.w1)
+    _linear(theirs.ffn.linear_1, ours.ffn.w2)
+
+
 def export_ctranslate2(loaded: LoadedModel, out_dir: str | Path, *, quantization: str | None = None) -> Path:
     """Write a CTranslate2 model directory for a Transformer checkpoint (weights in float32 unless
     `quantization` is one of QUANTIZATIONS; CTranslate2 can also quantize at load time)."""
@@ -71,23 +81,13 @@ def export_ctranslate2(loaded: LoadedModel, out_dir: str | Path, *, quantization
     _embeddings(enc, model.src_embed, cfg.max_positions)
     _embeddings(dec, model.tgt_embed, cfg.max_positions)
     for theirs, ours in zip(enc.layer, model.encoder.layers):
-        _linear(theirs.self_attention.linear[0], ours.self_attn.qkv_proj)
-        _linear(theirs.self_attention.linear[1], ours.self_attn.out_proj)
-        _norm(theirs.self_attention.layer_norm, ours.res1.norm)
-        _norm(theirs.ffn.layer_norm, ours.res2.norm)
-        _linear(theirs.ffn.linear_0, ours.ffn.w1)
-        _linear(theirs.ffn.linear_1, ours.ffn.w2)
+        _self_attention_and_ffn(theirs, ours, ffn_norm=ours.res2.norm)
     for theirs, ours in zip(dec.layer, model.decoder.layers):
-        _linear(theirs.self_attention.linear[0], ours.self_attn.qkv_proj)
-        _linear(theirs.self_attention.linear[1], ours.self_attn.out_proj)
-        _norm(theirs.self_attention.layer_norm, ours.res1.norm)
+        _self_attention_and_ffn(theirs, ours, ffn_norm=ours.res3.norm)
         _linear(theirs.attention.linear[0], ours.cross_attn.q_proj)
         _linear(theirs.attention.linear[1], ours.cross_attn.kv_proj)
         _linear(theirs.attention.linear[2], ours.cross_attn.out_proj)
         _norm(theirs.attention.layer_norm, ours.res2.norm)
-        _norm(theirs.ffn.layer_norm, ours.res3.norm)
-        _linear(theirs.ffn.linear_0, ours.ffn.w1)
-        _linear(theirs.ffn.linear_1, ours.ffn.w2)
     if cfg.norm_first:
         _norm(enc.layer_norm, model.encoder.final_norm)
         _norm(dec.layer_norm, model.decoder.final_norm)

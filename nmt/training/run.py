@@ -233,11 +233,11 @@ class RunResult:
 
 
 def return_freed_memory_to_the_os() -> None:
-    """glibc: serve allocations above 2 MB with mmap, so freed activations go back to the OS at
-    once. By default glibc raises that threshold after the first frees (up to 32 MB) and then
-    keeps freed buffers of every batch shape in its heap. On the benchmark's training run
-    (scripts/bench.py) peak RSS drops from 1.54 to 1.19 GB; the page faults of fresh mappings
-    cost some speed (docs/performance.md). 128 KB gives the same peak and is slower."""
+    """trainer.low_memory, glibc: serve allocations above 2 MB with mmap, so freed activations go
+    back to the OS at once. By default glibc raises that threshold after the first frees (up to
+    32 MB) and keeps freed buffers of every batch shape in its heap. On the benchmark's training
+    run (scripts/bench.py) peak RSS drops from 1.58 to 1.21 GB, but the page faults of fresh
+    mappings make steps slower on 2 cores (docs/performance.md), so it is off by default."""
     if sys.platform != "linux":
         return
     try:
@@ -251,7 +251,8 @@ def return_freed_memory_to_the_os() -> None:
 def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: bool = True,
           callbacks: list[Callback] = ()) -> RunResult:
     """nmt-train's whole job. `callbacks`: extra Lightning callbacks (own logging, benchmarks)."""
-    return_freed_memory_to_the_os()
+    if cfg.trainer.low_memory:
+        return_freed_memory_to_the_os()
     start = time.perf_counter()
     prepare_run_dir(cfg, run_dir, resume=resume)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
