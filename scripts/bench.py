@@ -418,7 +418,8 @@ def main() -> int:
             say(f"  Tatoeba test {name:18s} BLEU {quality[name]['bleu']}")
         report["tatoeba_int8"] = {"checkpoint": str(args.tatoeba_checkpoint), **quality}
 
-    (out / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(report, indent=2, ensure_ascii=False).replace(str(ROOT) + "/", "")  # paths relative to the project
+    (out / "results.json").write_text(text + "\n", encoding="utf-8")
     (out / "results.md").write_text(markdown(report), encoding="utf-8")
     plot(report, out)
     say(f"\n{markdown(report)}\nwrote {out / 'results.json'}, {out / 'results.md'} and the PNGs")
