@@ -7,7 +7,9 @@ SentencePiece models as plain data, so it translates on its own, without the run
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {reason[:200]})") from None
 
 
+def write_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """torch.save to a temporary file in the same directory, fsync, then rename over the target:
+    a crash mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # disk full, quota, permissions: the old file is untouched
+        kept = "the previous checkpoint there is unchanged" if path.is_file() else "nothing was written"
+        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}; {kept}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @dataclass
 class LoadedModel:
     cfg: ExperimentConfig
@@ -62,8 +83,18 @@ class LoadedModel:
     model: nn.Module
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild config, tokenizer and model (in eval mode) from a checkpoint file."""
+@dataclass
+class StoredModel:
+    """What a checkpoint holds for translation, before the model is built."""
+
+    cfg: ExperimentConfig
+    tokenizer: Tokenizer
+    state: dict[str, torch.Tensor]  # the model's state_dict (no "model." prefix)
+    meta: dict[str, Any]  # the checkpoint's `nmt` entry as stored
+
+
+def read_stored_model(path: str | Path) -> StoredModel:
+    """Config, tokenizer and weights of an nmt checkpoint, checked; one-line errors."""
     ckpt = read_checkpoint(path)
     meta = ckpt.get("nmt") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "config" not in meta or "tokenizer" not in meta:
@@ -75,11 +106,67 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         cfg = from_dict(meta["config"])
     except ConfigError as err:
         raise CheckpointError(f"{path}: stored config is incompatible with this version ({err})") from None
-    tokenizer = Tokenizer.from_state_dict(meta["tokenizer"])
-    model = build_model(cfg.model, tokenizer)
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    state = {k.removeprefix("model."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
+    return StoredModel(cfg=cfg, tokenizer=Tokenizer.from_state_dict(meta["tokenizer"]), state=state, meta=meta)
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the stored config ({str(err).splitlines()[0]})") from None
-    return LoadedModel(cfg=cfg, tokenizer=tokenizer, model=model.to(device).eval())
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild config, tokenizer and model (in eval mode) from a checkpoint file."""
+    stored = read_stored_model(path)
+    model = build_model(stored.cfg.model, stored.tokenizer)
+    load_weights(model, stored.state, path)
+    return LoadedModel(cfg=stored.cfg, tokenizer=stored.tokenizer, model=model.to(device).eval())
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint averaging (Vaswani et al. 2017, section 6.1: the base model averages the last 5
+# checkpoints, written at 10-minute intervals)
+# --------------------------------------------------------------------------------------------
+
+def last_checkpoints(directory: str | Path, n: int) -> list[Path]:
+    """The newest `n` step<N>.ckpt files of a run's checkpoints/ directory (trainer.save_every_n_steps),
+    oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {directory}")
+    found = sorted((int(m.group(1)), p) for p in directory.glob("step*.ckpt")
+                   if (m := re.fullmatch(r"step(\d+)\.ckpt", p.name)))
+    if len(found) < n:
+        raise CheckpointError(f"{directory}: {len(found)} step<N>.ckpt file(s), {n} asked for (train with "
+                              "trainer.save_every_n_steps and keep_last_checkpoints >= N)")
+    return [p for _, p in found[-n:]]
+
+
+def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
+    """A checkpoint whose weights are the element-wise mean of the given checkpoints' (same run
+    or at least the same architecture and vocabulary); config and tokenizer from the last one.
+    Holds no optimizer state: it translates, fine-tunes (--init-from) and averages again."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    stored = [read_stored_model(p) for p in paths]
+    first, last = stored[0], stored[-1]
+    for path, s in zip(paths[1:], stored[1:]):
+        if s.tokenizer.state_dict() != first.tokenizer.state_dict():
+            raise CheckpointError(f"{path}: another vocabulary than {paths[0]}; only checkpoints of one model can be averaged")
+        if s.cfg.model != first.cfg.model or s.state.keys() != first.state.keys():
+            raise CheckpointError(f"{path}: another architecture than {paths[0]}; only checkpoints of one model can be averaged")
+        for name, tensor in s.state.items():
+            if tensor.shape != first.state[name].shape:
+                raise CheckpointError(f"{path}: {name} has shape {tuple(tensor.shape)}, {paths[0]} has "
+                                      f"{tuple(first.state[name].shape)}")
+    averaged = {}
+    for name, tensor in last.state.items():
+        if tensor.is_floating_point():  # sum in float64, store in the checkpoint's dtype
+            total = sum(s.state[name].to(torch.float64) for s in stored)
+            averaged[f"model.{name}"] = (total / len(stored)).to(tensor.dtype)
+        else:
+            averaged[f"model.{name}"] = tensor
+    meta = {**last.meta, "averaged_from": [Path(p).name for p in paths]}
+    return {"state_dict": averaged, "nmt": meta}

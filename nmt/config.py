@@ -31,7 +31,7 @@ class DataConfig:
     tgt_lang: str = "en"  # target language code
     # What each split is depends on `source`: a path prefix for `text` (files PREFIX.src_lang /
     # PREFIX.tgt_lang), a file path for tsv/csv/jsonl, a split name for `hub` and `hsk`.
-    train: str = "train"
+    train: str | list[str] = "train"  # text/tsv/csv/jsonl: a list concatenates several corpora
     valid: str = "valid"
     test: str | None = "test"  # None: no test split
     src_field: str = "src"  # tsv/csv/jsonl/hub: field of the source text; dots reach into dicts
@@ -61,6 +61,11 @@ class TokenizerConfig:
     character_coverage: float = 0.9995  # share of characters covered; <1 maps rare ones to unk
     input_sentence_size: int = 1000000  # sentences sampled to train on for big corpora
     seed: int = 1  # sampling seed for SentencePiece training
+    # Normalisation steps before SentencePiece, in order, on training data and at translation time
+    # (stored in checkpoints): nfkc (Unicode NFKC; SentencePiece's own nmt_nfkc rule already folds
+    # full-width forms) | zh_hans (Traditional -> Simplified Chinese, OpenCC t2s).
+    src_normalize: list[str] = field(default_factory=list)
+    tgt_normalize: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -119,6 +124,8 @@ class TrainerConfig:
     val_bleu_sentences: int = 500  # greedy-decode the first N validation pairs (file order) for BLEU (0: all)
     early_stopping_patience: int = 0  # validations without BLEU gain before stopping (0: off)
     num_workers: int = 0  # DataLoader worker processes
+    save_every_n_steps: int = 0  # also write checkpoints/step<N>.ckpt (weights only) every N steps (0: off) ...
+    keep_last_checkpoints: int = 5  # ... keeping the newest this many, for averaging (nmt-average --last)
     compile: bool = False  # torch.compile the model's training forward pass (first steps compile)
     low_memory: bool = False  # return freed activations to the OS (glibc): lower peak RSS, slower steps
     max_nonfinite_steps: int = 10  # a non-finite loss skips its step; this many in a row stop the run (0: never)
@@ -150,6 +157,7 @@ _CHOICES = {
     ("model", "rnn_attention"): ("bahdanau", "general", "dot"),
     ("optim", "lr_schedule"): ("noam", "inverse_sqrt"),
 }
+NORMALIZE_STEPS = ("nfkc", "zh_hans")  # implemented in nmt.tokenizer.NORMALIZERS
 
 
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
@@ -172,6 +180,11 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # e.g. `devices: 2`
     if annotation in (int, float, str, bool) and type(value) is annotation:
@@ -239,11 +252,19 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         (t.val_check_interval >= 1, "trainer.val_check_interval must be >= 1"),
         (t.gradient_clip_val >= 0, "trainer.gradient_clip_val must be >= 0"),
         (t.max_nonfinite_steps >= 0, "trainer.max_nonfinite_steps must be >= 0"),
+        (t.save_every_n_steps >= 0 and t.keep_last_checkpoints >= 1, "trainer.save_every_n_steps must be >= 0 and keep_last_checkpoints >= 1"),
         (t.val_bleu_sentences >= 0 and t.early_stopping_patience >= 0, "trainer.val_bleu_sentences and early_stopping_patience must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    for side in ("src_normalize", "tgt_normalize"):
+        for step in getattr(tok, side):
+            if step not in NORMALIZE_STEPS:
+                raise ConfigError(f"tokenizer.{side}: '{step}' is not one of {', '.join(NORMALIZE_STEPS)}")
+    if isinstance(d.train, list) and (not d.train or d.source in ("hsk", "toy_reverse")):
+        raise ConfigError(f"data.train: a list of training corpora needs data.source text, tsv, csv, jsonl or hub "
+                          f"and at least one entry, got {d.train!r} with source {d.source}")
     if t.max_time is not None:
         parts = t.max_time.split(":")
         if len(parts) != 4 or not all(p.isdigit() for p in parts):

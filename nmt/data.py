@@ -168,8 +168,21 @@ def toy_reverse_split(split: str) -> list[tuple[str, str]]:
 
 
 def load_raw(cfg: DataConfig, split: str, *, streaming: bool = False):
-    """One split as a `datasets` dataset with columns `src` and `tgt` (iterable if streaming)."""
+    """One split as a `datasets` dataset with columns `src` and `tgt` (iterable if streaming).
+    A list of corpora (`data.train: [a, b]`) is read in that order, one after the other."""
     where = getattr(cfg, split)
+    if isinstance(where, list):
+        parts = [_load_one(cfg, w, streaming) for w in where]
+        ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    else:
+        ds = _load_one(cfg, where, streaming)
+    limit = {"train": cfg.limit_train, "valid": cfg.limit_valid}.get(split, 0)
+    if limit:
+        ds = ds.take(limit) if streaming else ds.select(range(min(limit, len(ds))))
+    return ds
+
+
+def _load_one(cfg: DataConfig, where: str, streaming: bool):
     if cfg.source == "text":
         ds = _text_source(cfg, where, streaming)
     elif cfg.source in ("tsv", "csv", "jsonl"):
@@ -180,9 +193,6 @@ def load_raw(cfg: DataConfig, split: str, *, streaming: bool = False):
         pairs = toy_reverse_split(where) if cfg.source == "toy_reverse" else hsk_split(where)
         ds = datasets.Dataset.from_dict({"src": [p[0] for p in pairs], "tgt": [p[1] for p in pairs]})
         ds = ds.to_iterable_dataset() if streaming else ds
-    limit = {"train": cfg.limit_train, "valid": cfg.limit_valid}.get(split, 0)
-    if limit:
-        ds = ds.take(limit) if streaming else ds.select(range(min(limit, len(ds))))
     return ds
 
 

@@ -1,14 +1,22 @@
 """SentencePiece subwords; the special ids are defined here and nowhere else.
 
-A `Tokenizer` holds one model (joint vocabulary) or two (source and target). Its state is the raw
-SentencePiece model bytes, so it is stored inside checkpoints as plain data and pickles cheaply
-into `datasets.map` worker processes.
+A `Tokenizer` holds one model (joint vocabulary) or two (source and target), and the text
+normalisation applied before them (`tokenizer.src_normalize` / `tgt_normalize`, e.g. Traditional ->
+Simplified Chinese with OpenCC). Its state is the raw SentencePiece model bytes and the names of
+the normalisation steps, so it is stored inside checkpoints as plain data, pickles cheaply into
+`datasets.map` worker processes, and a checkpoint normalises its input at translation time exactly
+as its training data was.
+
+SentencePiece itself applies its default `nmt_nfkc` rule (NFKC plus whitespace clean-up) inside the
+model, so full-width punctuation is already folded without an extra step.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+import json
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import sentencepiece as spm
@@ -28,13 +36,50 @@ def _processor(model: bytes) -> spm.SentencePieceProcessor:
     return spm.SentencePieceProcessor(model_proto=model)
 
 
-class Tokenizer:
-    """Source and target subword models (the same model when the vocabulary is joint)."""
+def _zh_hans() -> Callable[[str], str]:
+    try:
+        import opencc
+    except ImportError:  # a dependency of the package; only a broken install lacks it
+        raise TokenizerError("normalisation step 'zh_hans' needs OpenCC: pip install opencc") from None
+    return opencc.OpenCC("t2s").convert  # Traditional -> Simplified characters (OpenCC's t2s table)
 
-    def __init__(self, *, src_model: bytes, tgt_model: bytes | None = None) -> None:
+
+# Text normalisation steps by name (config: tokenizer.src_normalize / tgt_normalize), applied in order.
+NORMALIZERS: dict[str, Callable[[], Callable[[str], str]]] = {
+    "nfkc": lambda: lambda text: unicodedata.normalize("NFKC", text),
+    "zh_hans": _zh_hans,
+}
+
+
+def make_normalizer(steps: Iterable[str]) -> Callable[[str], str] | None:
+    """The composition of the named steps, or None for no steps."""
+    fns = []
+    for name in steps:
+        if name not in NORMALIZERS:
+            raise TokenizerError(f"unknown normalisation step '{name}' (known: {', '.join(NORMALIZERS)})")
+        fns.append(NORMALIZERS[name]())
+    if not fns:
+        return None
+
+    def normalize(text: str) -> str:
+        for fn in fns:
+            text = fn(text)
+        return text
+
+    return normalize
+
+
+class Tokenizer:
+    """Source and target subword models (the same model when the vocabulary is joint), each
+    preceded by its side's normalisation steps."""
+
+    def __init__(self, *, src_model: bytes, tgt_model: bytes | None = None,
+                 src_normalize: Iterable[str] = (), tgt_normalize: Iterable[str] = ()) -> None:
         self.src_model, self.tgt_model = src_model, tgt_model
+        self.src_normalize, self.tgt_normalize = list(src_normalize), list(tgt_normalize)
         self._src = _processor(src_model)
         self._tgt = self._src if tgt_model is None else _processor(tgt_model)
+        self._norm_src, self._norm_tgt = make_normalizer(self.src_normalize), make_normalizer(self.tgt_normalize)
 
     @property
     def joint(self) -> bool:
@@ -48,11 +93,17 @@ class Tokenizer:
     def tgt_vocab_size(self) -> int:
         return self._tgt.get_piece_size()
 
+    def normalize_src(self, text: str) -> str:
+        return self._norm_src(text) if self._norm_src else text
+
+    def normalize_tgt(self, text: str) -> str:
+        return self._norm_tgt(text) if self._norm_tgt else text
+
     def encode_src(self, texts: list[str]) -> list[list[int]]:
-        return self._src.encode(texts)
+        return self._src.encode([self.normalize_src(t) for t in texts] if self._norm_src else texts)
 
     def encode_tgt(self, texts: list[str]) -> list[list[int]]:
-        return self._tgt.encode(texts)
+        return self._tgt.encode([self.normalize_tgt(t) for t in texts] if self._norm_tgt else texts)
 
     def decode_tgt(self, ids: list[int]) -> str:
         """Detokenised text; stops at the first EOS and ignores the other special ids."""
@@ -74,27 +125,34 @@ class Tokenizer:
         return [self._tgt.piece_to_id(p) for p in pieces]
 
     # -- persistence: plain bytes, never pickled objects -----------------------------------------
-    def state_dict(self) -> dict[str, bytes | None]:
-        return {"src_model": self.src_model, "tgt_model": self.tgt_model}
+    def state_dict(self) -> dict:
+        return {"src_model": self.src_model, "tgt_model": self.tgt_model,
+                "src_normalize": list(self.src_normalize), "tgt_normalize": list(self.tgt_normalize)}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, bytes | None]) -> "Tokenizer":
-        return cls(src_model=state["src_model"], tgt_model=state["tgt_model"])
+    def from_state_dict(cls, state: dict) -> "Tokenizer":
+        # checkpoints written before normalisation existed have no *_normalize entries
+        return cls(src_model=state["src_model"], tgt_model=state["tgt_model"],
+                   src_normalize=state.get("src_normalize", ()), tgt_normalize=state.get("tgt_normalize", ()))
 
     def __getstate__(self) -> dict:
         return self.state_dict()
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(src_model=state["src_model"], tgt_model=state["tgt_model"])
+        self.__init__(**state)
 
     def save(self, directory: str | Path) -> list[Path]:
-        """Write `spm.model` (joint) or `spm.src.model` + `spm.tgt.model` for other tools."""
+        """Write `spm.model` (joint) or `spm.src.model` + `spm.tgt.model` for other tools, and
+        `normalize.json` with the normalisation steps when there are any."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.joint:
-            files = {"spm.model": self.src_model}
+            files: dict[str, bytes] = {"spm.model": self.src_model}
         else:
             files = {"spm.src.model": self.src_model, "spm.tgt.model": self.tgt_model}
+        if self.src_normalize or self.tgt_normalize:
+            steps = {"src_normalize": self.src_normalize, "tgt_normalize": self.tgt_normalize}
+            files["normalize.json"] = (json.dumps(steps) + "\n").encode()
         for name, blob in files.items():
             (directory / name).write_bytes(blob)
         return [directory / name for name in files]
@@ -102,11 +160,13 @@ class Tokenizer:
     @classmethod
     def load(cls, directory: str | Path) -> "Tokenizer":
         directory = Path(directory)
+        steps = json.loads((directory / "normalize.json").read_text()) if (directory / "normalize.json").is_file() else {}
         if (directory / "spm.model").is_file():
-            return cls(src_model=(directory / "spm.model").read_bytes())
+            return cls(src_model=(directory / "spm.model").read_bytes(), **steps)
         return cls(
             src_model=(directory / "spm.src.model").read_bytes(),
             tgt_model=(directory / "spm.tgt.model").read_bytes(),
+            **steps,
         )
 
 
@@ -147,10 +207,14 @@ def _train_model(sentences: Iterable[str], cfg: TokenizerConfig) -> bytes:
 def train_tokenizer(
     src_texts: Iterable[str], tgt_texts: Iterable[str], cfg: TokenizerConfig
 ) -> Tokenizer:
-    """Train a joint model on both sides, or one model per side."""
+    """Train a joint model on both sides, or one model per side, on normalised text."""
+    src_norm, tgt_norm = make_normalizer(cfg.src_normalize), make_normalizer(cfg.tgt_normalize)
+    src_texts = map(src_norm, src_texts) if src_norm else src_texts
+    tgt_texts = map(tgt_norm, tgt_texts) if tgt_norm else tgt_texts
+    steps = {"src_normalize": cfg.src_normalize, "tgt_normalize": cfg.tgt_normalize}
     if cfg.joint:
-        return Tokenizer(src_model=_train_model(_chain(src_texts, tgt_texts), cfg))
-    return Tokenizer(src_model=_train_model(src_texts, cfg), tgt_model=_train_model(tgt_texts, cfg))
+        return Tokenizer(src_model=_train_model(_chain(src_texts, tgt_texts), cfg), **steps)
+    return Tokenizer(src_model=_train_model(src_texts, cfg), tgt_model=_train_model(tgt_texts, cfg), **steps)
 
 
 def _chain(*iterables: Iterable[str]) -> Iterator[str]:

@@ -23,7 +23,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from nmt.checkpoint import checkpoint_bytes, load_model
+from nmt.checkpoint import StoredModel, checkpoint_bytes, load_model, load_weights, read_stored_model
 from nmt.config import ExperimentConfig, save_config
 from nmt.data import TranslationDataModule, load_raw
 from nmt.decoding.beam import BeamOptions
@@ -48,7 +48,7 @@ def say(message: str = "") -> None:
         print(message, flush=True)
 
 
-def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool) -> None:
+def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, init_from: Path | None = None) -> None:
     """Create/check the run directory before any expensive work; save the resolved config."""
     last = run_dir / "checkpoints" / "last.ckpt"
     saved = run_dir / "config.yaml"
@@ -75,7 +75,7 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool) -> No
         record = run_dir / "environment.json"
         history = json.loads(record.read_text(encoding="utf-8")) if resume and record.is_file() else []
         history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume": resume,
-                        **environment(cfg.trainer.seed)})
+                        **({"init_from": str(init_from)} if init_from else {}), **environment(cfg.trainer.seed)})
         record.write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
 
 
@@ -96,11 +96,36 @@ def _check_same_experiment(old: dict, new: dict, where: Path) -> None:
                                f"{old.get(section, {}).get(key)!r}; only trainer.{{{', '.join(sorted(RESUMABLE_CHANGES))}}} may change")
 
 
-def prepare_tokenizer(cfg: ExperimentConfig, run_dir: Path) -> Tokenizer:
-    """Train SentencePiece on the training split once (rank 0), or reuse the run's own."""
+# Model settings that fine-tuning (--init-from) may change: regularisation, not the architecture.
+FINE_TUNABLE = {"dropout", "attention_dropout", "activation_dropout"}
+# Tokenizer settings that define the vocabulary and the text it sees.
+VOCABULARY_KEYS = ("type", "vocab_size", "joint", "src_normalize", "tgt_normalize")
+
+
+def check_init_from(cfg: ExperimentConfig, init: StoredModel, path: Path) -> None:
+    """Fine-tuning keeps the checkpoint's architecture and vocabulary: the config must say so."""
+    for key in VOCABULARY_KEYS:
+        ours, theirs = getattr(cfg.tokenizer, key), getattr(init.cfg.tokenizer, key)
+        if ours != theirs:
+            raise RunError(f"--init-from {path}: tokenizer.{key} is {ours!r} but the checkpoint's vocabulary was built "
+                           f"with {theirs!r}; fine-tuning keeps the checkpoint's vocabulary, so set it to {theirs!r}")
+    for key, theirs in init.cfg.model.__dict__.items():
+        ours = getattr(cfg.model, key)
+        if key not in FINE_TUNABLE and ours != theirs:
+            raise RunError(f"--init-from {path}: model.{key} is {ours!r} but the checkpoint's model has {theirs!r}; "
+                           f"only model.{{{', '.join(sorted(FINE_TUNABLE))}}} may change when fine-tuning")
+
+
+def prepare_tokenizer(cfg: ExperimentConfig, run_dir: Path, init: StoredModel | None = None) -> Tokenizer:
+    """Train SentencePiece on the training split once (rank 0), or reuse the run's own, or take
+    the one of the checkpoint being fine-tuned."""
     directory = run_dir / "tokenizer"
     if (directory / "DONE").is_file():  # written after the models: never a half-written file
         return Tokenizer.load(directory)
+    if init is not None and rank_zero_only.rank == 0:
+        init.tokenizer.save(directory)
+        (directory / "DONE").touch()
+        return init.tokenizer
     if rank_zero_only.rank != 0:  # other ranks (torchrun/SLURM start them together) wait for rank 0
         for _ in range(3600):
             time.sleep(1)
@@ -195,6 +220,11 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False,
         auto_insert_metric_name=False, monitor="val_bleu", mode="max", save_top_k=1, save_last=True)
     callbacks = [checkpoint, StopAndSave(run_dir / "checkpoints" / "last.ckpt", t.max_time),
                  ProgressBar(refresh_rate=10 if os.environ.get("CI") else 1), *extra_callbacks]
+    if t.save_every_n_steps:  # the newest N sets of weights, for checkpoint averaging (nmt-average)
+        callbacks.append(ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="step{step}", auto_insert_metric_name=False, monitor="step",
+            mode="max", save_top_k=t.keep_last_checkpoints, every_n_train_steps=t.save_every_n_steps,
+            save_weights_only=True))
     if resume:
         callbacks.append(KeepMetricsOnResume(run_dir / "logs" / "metrics.csv"))
     if t.early_stopping_patience:
@@ -249,17 +279,26 @@ def return_freed_memory_to_the_os() -> None:
 
 
 def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: bool = True,
-          callbacks: list[Callback] = ()) -> RunResult:
-    """nmt-train's whole job. `callbacks`: extra Lightning callbacks (own logging, benchmarks)."""
+          callbacks: list[Callback] = (), init_from: Path | None = None) -> RunResult:
+    """nmt-train's whole job. `callbacks`: extra Lightning callbacks (own logging, benchmarks).
+    `init_from`: a checkpoint to fine-tune (its weights and vocabulary; a fresh optimizer and
+    schedule). A resumed run takes its weights from its own last checkpoint instead."""
     if cfg.trainer.low_memory:
         return_freed_memory_to_the_os()
     start = time.perf_counter()
-    prepare_run_dir(cfg, run_dir, resume=resume)
+    init = None
+    if init_from is not None:
+        init = read_stored_model(init_from)
+        check_init_from(cfg, init, init_from)
+    prepare_run_dir(cfg, run_dir, resume=resume, init_from=init_from)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    tokenizer = prepare_tokenizer(cfg, run_dir)
+    tokenizer = prepare_tokenizer(cfg, run_dir, init)
     data = TranslationDataModule(cfg, tokenizer)
     data.setup("fit")
     module = TranslationModule(cfg=cfg, tokenizer=tokenizer)
+    if init is not None and not resume:
+        load_weights(module.model, init.state, init_from)
+        say(f"initialised from {init_from} (weights and vocabulary; new optimizer state and schedule)")
     check_disk_space(run_dir, checkpoint_bytes(module.model))
     n_batches = None if cfg.data.streaming else len(data.train_dataloader())
     trainer = build_trainer(cfg, run_dir, resume=resume, extra_callbacks=list(callbacks))

@@ -1,0 +1,161 @@
+"""The results table of docs/results.md: each model x test set, BLEU / chrF with signatures, next to
+the WMT22 systems' own outputs scored the same way.
+
+    python scripts/results_table.py --model tatoeba_cpu=runs/tatoeba_cpu/average.ckpt --alpha tatoeba_cpu=1.0 \
+        --model transformer_small=runs/compare/transformer/checkpoints/best.ckpt [--reuse] [--write-docs]
+
+Test sets (from ../shared/data): Tatoeba test, WMT22 general (references A and B), NTREX-128
+(English-original news) and TED talks (WMT21 MQM). Beam 5; a model's GNMT length-penalty alpha
+is 0.6 unless --alpha NAME=VALUE says otherwise (take it from scripts/tune_decoding.py on the
+valid split). For each model the table also states its training steps, training time and machine,
+read from the run directory next to the checkpoint. Writes RUNS/<model>/<set>.hyp.en,
+RUNS/results.json and, with --write-docs, the section of docs/results.md between the
+results_table markers. Run from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path("../shared/data")
+MARK_BEGIN, MARK_END = "<!-- results_table:begin -->", "<!-- results_table:end -->"
+TEST_SETS = {  # name: (source, references, note)
+    "Tatoeba test": ("tatoeba-cmn/test.zh", ["tatoeba-cmn/test.en"], "2,000 short everyday sentences"),
+    "WMT22 general": ("wmt22-generaltest2022-zhen/test.zh",
+                      ["wmt22-generaltest2022-zhen/test.en", "wmt22-generaltest2022-zhen/test.en.refB"],
+                      "1,875 segments, news/e-commerce/social/conversation, 2 references"),
+    "NTREX-128": ("ntrex128-zhen/test.zh", ["ntrex128-zhen/test.en"], "1,997 news sentences; English is the original"),
+    "TED (WMT21 MQM)": ("ted-wmt21-mqm-zhen/test.zh", ["ted-wmt21-mqm-zhen/test.en"], "529 TED talk segments"),
+}
+WMT22_SYSTEMS = DATA / "wmt22-generaltest2022-zhen" / "system-outputs"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", action="append", required=True, metavar="NAME=CKPT", help="a model to score (repeatable)")
+    p.add_argument("--alpha", action="append", default=[], metavar="NAME=VALUE", help="GNMT length penalty of a model")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "results", help="hypotheses and results.json")
+    p.add_argument("--reuse", action="store_true", help="keep hypotheses already written for a model and set")
+    p.add_argument("--write-docs", action="store_true", help="replace the results_table section of docs/results.md")
+    return p.parse_args(argv)
+
+
+def read_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def training_record(checkpoint: Path) -> dict:
+    """Steps, training wall-clock time and machine of the run a checkpoint comes from."""
+    import torch
+
+    run_dir = checkpoint.parent.parent
+    record: dict = {"run_dir": str(run_dir)}
+    last = checkpoint.parent / "last.ckpt"
+    if last.is_file():
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        record["steps"] = ckpt.get("global_step")
+        for key, state in ckpt.get("callbacks", {}).items():
+            if key.startswith("StopAndSave") and "elapsed" in state:
+                record["train_minutes"] = round(state["elapsed"] / 60, 1)
+    env = run_dir / "environment.json"
+    if env.is_file():
+        first = json.loads(env.read_text(encoding="utf-8"))[0]
+        record["machine"] = first.get("machine")
+        record["git_commit"] = first.get("git_commit")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = [name for name, (src, _, _) in TEST_SETS.items() if not (DATA / src).is_file()]
+    if missing:
+        sys.exit(f"results_table.py: needs ../shared/data (missing: {', '.join(missing)}); run from the repository root")
+    from nmt.api import Translator
+    from nmt.evaluation import corpus_scores
+    from nmt.provenance import environment
+
+    alphas = {k: float(v) for k, v in (a.split("=", 1) for a in args.alpha)}
+    results: dict = {"command": " ".join(["python", "scripts/results_table.py", *(argv or sys.argv[1:])]),
+                     "environment": environment(), "test_sets": {}, "models": {}, "wmt22_systems": {}}
+    sets = {name: (read_lines(DATA / src), [read_lines(DATA / r) for r in refs], note)
+            for name, (src, refs, note) in TEST_SETS.items()}
+    for name, (src, refs, note) in sets.items():
+        results["test_sets"][name] = {"source": TEST_SETS[name][0], "references": TEST_SETS[name][1],
+                                      "sentences": len(src), "note": note}
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        checkpoint = Path(path)
+        alpha = alphas.get(name, 0.6)
+        model = {"checkpoint": str(checkpoint), "alpha": alpha, "training": training_record(checkpoint), "scores": {}}
+        translator = None
+        for set_name, (src, refs, _) in sets.items():
+            out = args.runs / name / f"{set_name.split()[0].lower()}.hyp.en"
+            if args.reuse and out.is_file():
+                hyps, seconds = read_lines(out), None
+            else:
+                translator = translator or Translator.from_checkpoint(checkpoint)
+                print(f"[{name}] beam 5, alpha {alpha:g}: {set_name} ({len(src)} sentences)", flush=True)
+                t0 = time.perf_counter()
+                hyps = [t.text for t in translator.translate(src, beam_size=5, length_penalty="gnmt", alpha=alpha)]
+                seconds = round(time.perf_counter() - t0, 1)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+            scores = corpus_scores(hyps, refs, tgt_lang="en")
+            model["scores"][set_name] = {"bleu": scores["bleu"]["score"], "chrf": scores["chrf"]["score"],
+                                         "length_ratio": scores["bleu"]["length_ratio"], "seconds": seconds,
+                                         "bleu_signature": scores["bleu"]["signature"],
+                                         "chrf_signature": scores["chrf"]["signature"], "hypotheses": str(out)}
+        results["models"][name] = model
+    src, refs, _ = sets["WMT22 general"]
+    for system in sorted(WMT22_SYSTEMS.glob("*.en")):
+        scores = corpus_scores(read_lines(system), refs, tgt_lang="en")
+        results["wmt22_systems"][system.stem] = {"bleu": scores["bleu"]["score"], "chrf": scores["chrf"]["score"]}
+    args.runs.mkdir(parents=True, exist_ok=True)
+    (args.runs / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    table = markdown(results)
+    print(table)
+    if args.write_docs:
+        docs = ROOT / "docs" / "results.md"
+        text = docs.read_text(encoding="utf-8")
+        section = f"{MARK_BEGIN}\n{table}{MARK_END}"
+        if MARK_BEGIN in text:
+            head, rest = text.split(MARK_BEGIN, 1)
+            text = head + section + rest.split(MARK_END, 1)[1]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        docs.write_text(text, encoding="utf-8")
+    return 0
+
+
+def markdown(results: dict) -> str:
+    names = list(results["test_sets"])
+    lines = ["| model | training | " + " | ".join(f"{n} BLEU / chrF" for n in names) + " |",
+             "|---|---|" + "---:|" * len(names)]
+    for name, m in results["models"].items():
+        t = m["training"]
+        training = ", ".join(x for x in (f"{t['steps']:,} steps" if t.get("steps") else "",
+                                         f"{t['train_minutes']} min" if t.get("train_minutes") else "") if x)
+        cells = [f"{m['scores'][n]['bleu']:.2f} / {m['scores'][n]['chrf']:.2f}" for n in names]
+        lines.append(f"| {name} (alpha {m['alpha']:g}) | {training} | " + " | ".join(cells) + " |")
+    systems = results["wmt22_systems"]
+    if systems:
+        wmt = names.index("WMT22 general")
+        for system, s in sorted(systems.items(), key=lambda kv: -kv[1]["bleu"]):
+            cells = ["" for _ in names]
+            cells[wmt] = f"{s['bleu']:.2f} / {s['chrf']:.2f}"
+            lines.append(f"| WMT22 system: {system} | (submitted output) | " + " | ".join(cells) + " |")
+    first = next(iter(results["models"].values()))
+    sig = {n: (first["scores"][n]["bleu_signature"], first["scores"][n]["chrf_signature"]) for n in names}
+    lines += ["", "Signatures (BLEU; chrF):"]
+    lines += [f"- {n}: `{b}`; `{c}`" for n, (b, c) in sig.items()]
+    lines += ["", "Test sets: " + "; ".join(f"{n}: {t['note']}" for n, t in results["test_sets"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

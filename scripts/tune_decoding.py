@@ -1,0 +1,69 @@
+"""Tune beam search's length penalty on a development set (never on the test set).
+
+    python scripts/tune_decoding.py CKPT --src valid.zh --ref valid.en [--alphas 0,0.3,0.6,1,1.5,2] \
+        [--beam-size 5] [--out DIR]
+
+Translates the development set once per GNMT alpha and writes DIR/tuning.json and DIR/tuning.md:
+BLEU, chrF, brevity penalty and length ratio per alpha. The last line printed is the alpha with
+the best BLEU, so a shell script can take it with `tail -n 1`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--src", required=True, help="development source sentences, one per line")
+    p.add_argument("--ref", required=True, help="their reference translations")
+    p.add_argument("--alphas", default="0,0.3,0.6,1,1.5,2", help="GNMT length-penalty exponents to try")
+    p.add_argument("--beam-size", type=int, default=5)
+    p.add_argument("--out", type=Path, default=None, help="directory for tuning.json and tuning.md")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from nmt.api import Translator
+    from nmt.data import read_text_lines
+    from nmt.evaluation import corpus_scores
+
+    src, ref = read_text_lines(Path(args.src)), read_text_lines(Path(args.ref))
+    if len(src) != len(ref):
+        sys.exit(f"tune_decoding.py: error: {args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
+    translator = Translator.from_checkpoint(args.checkpoint)
+    rows = []
+    for alpha in (float(a) for a in args.alphas.split(",")):
+        t0 = time.perf_counter()
+        hyp = [t.text for t in translator.translate(src, beam_size=args.beam_size, length_penalty="gnmt", alpha=alpha)]
+        scores = corpus_scores(hyp, [ref], tgt_lang=translator.cfg.data.tgt_lang)
+        bleu = scores["bleu"]
+        bp = 1.0 if bleu["sys_len"] >= bleu["ref_len"] else math.exp(1 - bleu["ref_len"] / max(bleu["sys_len"], 1))
+        rows.append({"alpha": alpha, "bleu": bleu["score"], "chrf": scores["chrf"]["score"], "bp": round(bp, 3),
+                     "ratio": bleu["length_ratio"], "seconds": round(time.perf_counter() - t0, 1),
+                     "signature": bleu["signature"]})
+        print(f"alpha {alpha:g}: BLEU {rows[-1]['bleu']:.2f}, chrF {rows[-1]['chrf']:.2f}, BP {rows[-1]['bp']}", flush=True)
+    best = max(rows, key=lambda r: r["bleu"])
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        report = {"checkpoint": str(args.checkpoint), "src": args.src, "ref": args.ref, "beam_size": args.beam_size,
+                  "sentences": len(src), "rows": rows, "best_alpha": best["alpha"]}
+        (args.out / "tuning.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        lines = [f"Length penalty on {args.src} ({len(src)} sentences, beam {args.beam_size}, GNMT):", "",
+                 "| alpha | BLEU | chrF | BP | hyp/ref length |", "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['alpha']:g} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['bp']} | {r['ratio']} |" for r in rows]
+        lines += ["", f"BLEU signature: `{best['signature']}`"]
+        (args.out / "tuning.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"{best['alpha']:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
