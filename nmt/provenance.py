@@ -6,14 +6,13 @@ number can be traced back to the code and software that made it.
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-
-import torch
 
 import nmt
 
@@ -36,7 +35,29 @@ def git_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> str:
+    """One line for reports: CPU model, cores, OS, and the GPU when torch is loaded and sees one.
+    Does not import torch itself (the benchmark's parent process stays small)."""
+    text = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        text += f", {torch.cuda.device_count()} x {torch.cuda.get_device_name()}"
+    return text
+
+
 def environment(seed: int | None = None) -> dict:
+    import torch
+
     versions = {"nmt": nmt.__version__, "python": platform.python_version()}
     for name in LIBRARIES:
         try:
@@ -44,7 +65,8 @@ def environment(seed: int | None = None) -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     info = {"versions": versions, "git_commit": git_commit(),
-            "machine": {"platform": platform.platform(), "processor": platform.machine(),
+            "machine": {"description": describe_machine(), "platform": platform.platform(),
+                        "processor": platform.machine(), "cpu": cpu_model(), "cores": os.cpu_count(),
                         "torch_threads": torch.get_num_threads(),
                         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}

@@ -31,12 +31,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
 from importlib import resources
 from pathlib import Path
+
+from nmt.provenance import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -293,12 +294,6 @@ def bleu(hypotheses: list[str], ref_file: Path) -> dict:
 # -- the driver -----------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
@@ -321,7 +316,7 @@ def main() -> int:
 
     out = args.out.resolve()
     data = write_workload(out)
-    report: dict = {"machine": machine(), "command": " ".join(["python", "scripts/bench.py", *sys.argv[1:]]),
+    report: dict = {"machine": describe_machine(), "command": " ".join(["python", "scripts/bench.py", *sys.argv[1:]]),
                     "workload": "configs/bench_hsk.yaml: HSK items 1-4000 train, 4001-4354 test; joint SentencePiece "
                                 "4,000; Transformer 3+3, d_model 256, 4 heads, d_ff 1,024"}
     report["environment"] = child(out, "environment")  # the parent imports no torch: see child()

@@ -23,10 +23,11 @@ import argparse
 import csv
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from nmt.provenance import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK_BEGIN, MARK_END = "<!-- compare_models:begin -->", "<!-- compare_models:end -->"
@@ -55,14 +56,6 @@ def git_commit() -> str:
 
     commit = full()
     return "unknown" if commit is None else commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
-
-
-def machine() -> str:
-    import torch
-
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads, no GPU" if not torch.cuda.is_available()
-            else f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
 
 
 def train_one(name: str, config: str, args: argparse.Namespace) -> dict:
@@ -260,7 +253,7 @@ def main() -> int:
     budget_min = (days * 24 + hours) * 60 + minutes + seconds / 60
     plot_learning_curves(models, img / "learning_curve.png", budget_min)
     results = {"command": "python scripts/compare_models.py " + " ".join(sys.argv[1:]), "commit": git_commit(),
-               "date": time.strftime("%Y-%m-%d"), "machine": machine(), "budget": f"{budget_min:g} minutes",
+               "date": time.strftime("%Y-%m-%d"), "machine": describe_machine(), "budget": f"{budget_min:g} minutes",
                "models": models, "evaluation": evaluation, "heatmap_line": args.heatmap_line,
                "heatmap_sentence": sentence, "heatmaps": heatmaps(models, sentence, img)}
     (args.runs_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")

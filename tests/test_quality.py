@@ -144,3 +144,35 @@ def test_sweep_trains_each_variant_and_ranks_them_on_valid(tmp_path):
     assert load_config(out / "model.dropout=0.3".replace("model.", "") / "config.yaml").model.dropout == 0.3
     table = (out / "results.md").read_text()
     assert "(baseline)" in table and "`model.dropout=0.3`" in table
+
+
+# -- the GPU recipe's data path, offline ------------------------------------------------------------
+
+def test_wmt_base_config_streams_a_hub_layout_dataset_offline(tmp_path):
+    """configs/wmt_zh_en_base.yaml as shipped, pointed at a local directory in the layout of
+    wmt/wmt19 (config zh-en, `translation` records, parquet shards) and shrunk to a tiny model on CPU."""
+    import datasets
+
+    from nmt.training.run import train
+
+    repo = tmp_path / "wmt19_like"
+    (repo / "zh-en").mkdir(parents=True)
+    pairs = list(zip(SIMP + TRAD, EN * 2))
+    for split in ("train", "validation"):
+        datasets.Dataset.from_dict({"translation": [{"zh": z, "en": e} for z, e in pairs]}).to_parquet(
+            str(repo / "zh-en" / f"{split}-00000-of-00001.parquet"))
+    (repo / "README.md").write_text("---\nconfigs:\n- config_name: zh-en\n  data_files:\n"
+                                    "  - split: train\n    path: zh-en/train-*\n"
+                                    "  - split: validation\n    path: zh-en/validation-*\n---\n", encoding="utf-8")
+    tiny = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64", "model.n_encoder_layers=1",
+            "model.n_decoder_layers=1", "tokenizer.vocab_size=120", "data.max_tokens=400", "data.stream_buffer=50",
+            "trainer.max_steps=4", "trainer.accelerator=cpu", "trainer.precision=32-true",
+            "trainer.accumulate_grad_batches=1", "trainer.val_check_interval=2", "trainer.val_bleu_sentences=8",
+            "trainer.save_every_n_steps=2"]
+    cfg = load_config(ROOT / "configs" / "wmt_zh_en_base.yaml", [f"data.hub_name={repo}", *tiny])
+    assert cfg.data.streaming and cfg.data.hub_config == "zh-en"
+    result = train(cfg, tmp_path / "run", test=False)
+    stored = read_stored_model(result.run_dir / "checkpoints" / "last.ckpt")
+    assert stored.tokenizer.src_normalize == ["zh_hans"]
+    assert torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    assert len(last_checkpoints(result.run_dir / "checkpoints", 2)) == 2
