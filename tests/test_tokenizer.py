@@ -27,7 +27,9 @@ def test_separate_vocabularies_and_plain_state(tmp_path):
     tok = train_tokenizer(ZH, EN, TokenizerConfig(type="bpe", vocab_size=40, joint=False))
     assert not tok.joint
     state = tok.state_dict()
-    assert set(state) == {"src_model", "tgt_model"} and all(isinstance(v, bytes) for v in state.values())
+    assert set(state) == {"src_model", "tgt_model", "src_normalize", "tgt_normalize"}
+    assert isinstance(state["src_model"], bytes) and isinstance(state["tgt_model"], bytes)
+    assert state["src_normalize"] == [] and state["tgt_normalize"] == []  # plain types: no pickled objects
     again = pickle.loads(pickle.dumps(tok))
     assert again.encode_src(["我爱你。"]) == tok.encode_src(["我爱你。"])
     tok.save(tmp_path)
