@@ -1,11 +1,13 @@
-"""Tune beam search's length penalty on a development set (never on the test set).
+"""Choose a checkpoint and beam search's length penalty on a development set (never on the test set).
 
-    python scripts/tune_decoding.py CKPT --src valid.zh --ref valid.en [--alphas 0,0.3,0.6,1,1.5,2] \
-        [--beam-size 5] [--out DIR]
+    python scripts/tune_decoding.py CKPT [CKPT ...] --src valid.zh --ref valid.en \
+        [--alphas 0,0.3,0.6,1,1.5,2,3,4] [--base-alpha 0.6] [--beam-size 5] [--out DIR]
 
-Translates the development set once per GNMT alpha and writes DIR/tuning.json and DIR/tuning.md:
-BLEU, chrF, brevity penalty and length ratio per alpha. The last line printed is the alpha with
-the best BLEU, so a shell script can take it with `tail -n 1`.
+With several checkpoints (e.g. the last one and averages of the last 2, 4 and 8), each translates
+the development set at --base-alpha first and the best by BLEU goes on. Then the chosen checkpoint
+translates it once per GNMT alpha. Writes DIR/tuning.json and DIR/tuning.md (BLEU, chrF, brevity
+penalty and length ratio per row). The last line printed is `CHECKPOINT ALPHA` of the best BLEU,
+so a shell script can take it with `tail -n 1`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from pathlib import Path
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoints", nargs="+", help="candidate checkpoints")
     p.add_argument("--src", required=True, help="development source sentences, one per line")
     p.add_argument("--ref", required=True, help="their reference translations")
-    p.add_argument("--alphas", default="0,0.3,0.6,1,1.5,2", help="GNMT length-penalty exponents to try")
+    p.add_argument("--alphas", default="0,0.3,0.6,1,1.5,2,3,4", help="GNMT length-penalty exponents to try")
+    p.add_argument("--base-alpha", type=float, default=0.6, help="alpha for comparing the checkpoints")
     p.add_argument("--beam-size", type=int, default=5)
     p.add_argument("--out", type=Path, default=None, help="directory for tuning.json and tuning.md")
     return p.parse_args(argv)
@@ -38,30 +41,42 @@ def main(argv: list[str] | None = None) -> int:
     src, ref = read_text_lines(Path(args.src)), read_text_lines(Path(args.ref))
     if len(src) != len(ref):
         sys.exit(f"tune_decoding.py: error: {args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
-    translator = Translator.from_checkpoint(args.checkpoint)
-    rows = []
-    for alpha in (float(a) for a in args.alphas.split(",")):
+
+    def score(translator, checkpoint: str, alpha: float) -> dict:
         t0 = time.perf_counter()
         hyp = [t.text for t in translator.translate(src, beam_size=args.beam_size, length_penalty="gnmt", alpha=alpha)]
         scores = corpus_scores(hyp, [ref], tgt_lang=translator.cfg.data.tgt_lang)
         bleu = scores["bleu"]
         bp = 1.0 if bleu["sys_len"] >= bleu["ref_len"] else math.exp(1 - bleu["ref_len"] / max(bleu["sys_len"], 1))
-        rows.append({"alpha": alpha, "bleu": bleu["score"], "chrf": scores["chrf"]["score"], "bp": round(bp, 3),
-                     "ratio": bleu["length_ratio"], "seconds": round(time.perf_counter() - t0, 1),
-                     "signature": bleu["signature"]})
-        print(f"alpha {alpha:g}: BLEU {rows[-1]['bleu']:.2f}, chrF {rows[-1]['chrf']:.2f}, BP {rows[-1]['bp']}", flush=True)
-    best = max(rows, key=lambda r: r["bleu"])
+        row = {"checkpoint": checkpoint, "alpha": alpha, "bleu": bleu["score"], "chrf": scores["chrf"]["score"],
+               "bp": round(bp, 3), "ratio": bleu["length_ratio"], "seconds": round(time.perf_counter() - t0, 1),
+               "signature": bleu["signature"]}
+        print(f"{Path(checkpoint).name}, alpha {alpha:g}: BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f}, "
+              f"BP {row['bp']}", flush=True)
+        return row
+
+    rows = []
+    if len(args.checkpoints) > 1:
+        for checkpoint in args.checkpoints:
+            rows.append(score(Translator.from_checkpoint(checkpoint), checkpoint, args.base_alpha))
+    chosen = max(rows, key=lambda r: r["bleu"])["checkpoint"] if rows else args.checkpoints[0]
+    translator = Translator.from_checkpoint(chosen)
+    for alpha in (float(a) for a in args.alphas.split(",")):
+        done = next((r for r in rows if r["checkpoint"] == chosen and r["alpha"] == alpha), None)
+        rows.append(done or score(translator, chosen, alpha))
+    best = max((r for r in rows if r["checkpoint"] == chosen), key=lambda r: r["bleu"])
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        report = {"checkpoint": str(args.checkpoint), "src": args.src, "ref": args.ref, "beam_size": args.beam_size,
-                  "sentences": len(src), "rows": rows, "best_alpha": best["alpha"]}
+        report = {"checkpoints": args.checkpoints, "src": args.src, "ref": args.ref, "beam_size": args.beam_size,
+                  "sentences": len(src), "rows": rows, "best_checkpoint": chosen, "best_alpha": best["alpha"]}
         (args.out / "tuning.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        lines = [f"Length penalty on {args.src} ({len(src)} sentences, beam {args.beam_size}, GNMT):", "",
-                 "| alpha | BLEU | chrF | BP | hyp/ref length |", "|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['alpha']:g} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['bp']} | {r['ratio']} |" for r in rows]
-        lines += ["", f"BLEU signature: `{best['signature']}`"]
+        lines = [f"Tuning on {args.src} ({len(src)} sentences, beam {args.beam_size}, GNMT length penalty):", "",
+                 "| checkpoint | alpha | BLEU | chrF | BP | hyp/ref length |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {Path(r['checkpoint']).name} | {r['alpha']:g} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['bp']} | "
+                  f"{r['ratio']} |" for r in rows]
+        lines += ["", f"Chosen: {Path(chosen).name}, alpha {best['alpha']:g}. BLEU signature: `{best['signature']}`"]
         (args.out / "tuning.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"{best['alpha']:g}")
+    print(f"{chosen} {best['alpha']:g}")
     return 0
 
 

@@ -176,3 +176,25 @@ def test_wmt_base_config_streams_a_hub_layout_dataset_offline(tmp_path):
     assert stored.tokenizer.src_normalize == ["zh_hans"]
     assert torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     assert len(last_checkpoints(result.run_dir / "checkpoints", 2)) == 2
+
+
+def test_tune_decoding_picks_a_checkpoint_then_an_alpha_on_the_dev_set(toy_ckpt, tmp_path):
+    from nmt.data import toy_reverse_split
+
+    pairs = toy_reverse_split("valid")[:40]
+    (tmp_path / "dev.src").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+    (tmp_path / "dev.ref").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    other = _scaled_copy(toy_ckpt, 0.0, tmp_path / "zeros.ckpt")  # all-zero weights: a useless model
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "tune_decoding.py"), str(other), str(toy_ckpt), "--src",
+         str(tmp_path / "dev.src"), "--ref", str(tmp_path / "dev.ref"), "--alphas", "0,1", "--beam-size", "2",
+         "--out", str(tmp_path / "tuning")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    chosen, alpha = proc.stdout.strip().splitlines()[-1].split()
+    report = json.loads((tmp_path / "tuning" / "tuning.json").read_text())
+    first = report["rows"][:2]  # both checkpoints at the base alpha, then the winner at each alpha
+    assert [(r["checkpoint"], r["alpha"]) for r in first] == [(str(other), 0.6), (str(toy_ckpt), 0.6)]
+    assert chosen == max(first, key=lambda r: r["bleu"])["checkpoint"] == report["best_checkpoint"]
+    assert [(r["checkpoint"], r["alpha"]) for r in report["rows"][2:]] == [(chosen, 0.0), (chosen, 1.0)]
+    rows = [r for r in report["rows"] if r["checkpoint"] == chosen]
+    assert float(alpha) == max(rows, key=lambda r: r["bleu"])["alpha"]
