@@ -53,9 +53,10 @@ def training_record(checkpoint: Path) -> dict:
     """Steps, training wall-clock time and machine of the run a checkpoint comes from."""
     import torch
 
-    run_dir = checkpoint.parent.parent
+    # RUN/checkpoints/x.ckpt, or RUN/averageN.ckpt written next to the run's checkpoints/ by the recipe
+    run_dir = checkpoint.parent if (checkpoint.parent / "checkpoints").is_dir() else checkpoint.parent.parent
     record: dict = {"run_dir": str(run_dir)}
-    last = checkpoint.parent / "last.ckpt"
+    last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
         record["steps"] = ckpt.get("global_step")
@@ -154,6 +155,14 @@ def markdown(results: dict) -> str:
     lines += ["", "Signatures (BLEU; chrF):"]
     lines += [f"- {n}: `{b}`; `{c}`" for n, (b, c) in sig.items()]
     lines += ["", "Test sets: " + "; ".join(f"{n}: {t['note']}" for n, t in results["test_sets"].items()) + "."]
+    lines += ["", "Training (from each run directory's environment.json and last.ckpt):"]
+    for name, m in results["models"].items():
+        t = m["training"]
+        machine = t.get("machine") or {}
+        where = (f"{machine.get('description')}, {machine.get('torch_threads')} torch threads"
+                 + (f", CUDA {machine['cuda']}" if machine.get("cuda") else ", no GPU")) if machine else "an unrecorded machine"
+        lines.append(f"- {name}: `{m['checkpoint']}`, trained at commit {str(t.get('git_commit') or '?')[:7]} on {where}.")
+    lines += ["", f"Produced by `{results['command']}` (beam 5; scoring with sacrebleu as in the signatures)."]
     return "\n".join(lines) + "\n"
 
 
