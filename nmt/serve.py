@@ -1,0 +1,304 @@
+"""A translation server: FastAPI over `nmt.Translator`, with dynamic batching (needs `nmt[serve]`).
+
+    app = create_app(Translator.from_checkpoint(path), ServeOptions(batch_wait_ms=5))
+
+Endpoints: POST /translate, GET /health, GET / (a page with a text box and the attention heatmap),
+and the OpenAPI schema FastAPI generates (/openapi.json, /docs).
+
+Dynamic batching: a request's lines wait in a queue; the batcher takes the oldest request, gathers
+every other queued request with the same search options for up to `batch_wait_ms` (and up to
+`max_batch_lines` lines), decodes them as one batch on a single worker thread, and hands each
+caller its own slice of the results. While a batch decodes, new requests queue up, so under load
+batches grow by themselves. With batching off each request is decoded alone, one at a time.
+"""
+
+import asyncio
+import json
+import math
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["ServeOptions", "DynamicBatcher", "create_app", "request_model"]
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Limits and batching of one server (the flags of nmt-serve)."""
+
+    max_lines: int = 64  # lines per request; more is 413
+    max_chars: int = 20_000  # characters per request, all lines together; more is 413
+    max_beam_size: int = 16  # larger beams are refused (422): they multiply decoding cost
+    batching: bool = True  # False: every request is decoded alone (the benchmark's reference)
+    batch_wait_ms: float = 5.0  # how long the oldest queued request waits for others to join it
+    max_batch_lines: int = 128  # lines decoded together at most
+
+
+def request_model(src_lang: str, tgt_lang: str, max_beam_size: int) -> type[BaseModel]:
+    """The body of POST /translate for one server: its languages and beam limit are part of the
+    schema, so clients (and schema-driven fuzzers) see them. Unknown fields are refused, so a
+    misspelt option is an error rather than silently ignored."""
+    source, target = src_lang, tgt_lang  # (inside the class body the field names would shadow them)
+
+    class TranslateRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        text: list[str] = Field(min_length=1, description="source sentences, one per item",
+                                examples=[["我们走吧。", "谢谢你。"]])
+        beam_size: int = Field(5, ge=1, le=max_beam_size, description="beam width; 1 = greedy search")
+        n_best: int = Field(1, ge=1, description="hypotheses returned per sentence (at most beam_size)")
+        alpha: float | None = Field(None, ge=0.0, le=5.0,
+                                    description="length-penalty exponent (default: GNMT's 0.6, or the engine's)")
+        attention: bool = Field(False, description="return the cross-attention of each best hypothesis")
+        src_lang: Literal[source] | None = Field(None, description="if given, must be the model's source language")
+        tgt_lang: Literal[target] | None = Field(None, description="if given, must be the model's target language")
+
+        @field_validator("text")
+        @classmethod
+        def _utf8(cls, text: list[str]) -> list[str]:
+            for i, line in enumerate(text):
+                try:
+                    line.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate such as "\\ud800" in the JSON
+                    raise ValueError(f"text[{i}] is not valid Unicode (lone surrogate)") from None
+            return text
+
+        @model_validator(mode="after")
+        def _n_best(self) -> "TranslateRequest":
+            if self.n_best > self.beam_size:
+                raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
+            return self
+
+    return TranslateRequest
+
+
+class Hypothesis(BaseModel):
+    text: str
+    score: float | None = Field(description="log-probability after the length penalty; null for greedy search")
+
+
+class Attention(BaseModel):
+    source_tokens: list[str] = Field(description="source subwords + </s>: the columns")
+    target_tokens: list[str] = Field(description="output subwords + </s>: the rows")
+    weights: list[list[float]] = Field(description="rows sum to 1")
+
+
+class Result(BaseModel):
+    source: str
+    text: str = Field(description="the best hypothesis")
+    score: float | None
+    hypotheses: list[Hypothesis]
+    truncated: bool = Field(description="the source was longer than the model's positions and was cut")
+    attention: Attention | None = None
+
+
+class Timings(BaseModel):
+    queue_ms: float = Field(description="waiting for the batch to start")
+    decode_ms: float = Field(description="decoding the batch this request was part of")
+    total_ms: float = Field(description="from the request's arrival to its response")
+    batch_lines: int = Field(description="lines in that batch, this request's included")
+    batch_requests: int = Field(description="requests in that batch")
+
+
+class TranslateResponse(BaseModel):
+    translations: list[Result]
+    timings: Timings
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    key: tuple  # the search options: only jobs with equal keys share a batch
+    future: asyncio.Future
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    """Gathers queued requests with equal search options into one decoding batch (see module doc).
+
+    `decode(texts, key)` runs on one worker thread, so the model is never used by two threads."""
+
+    def __init__(self, decode, *, wait_ms: float, max_lines: int, enabled: bool = True) -> None:
+        self.decode, self.wait, self.max_lines, self.enabled = decode, wait_ms / 1000, max_lines, enabled
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.pending: deque[_Job] = deque()  # taken from the queue but waiting for a batch of their own key
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nmt-decode")
+        self.task: asyncio.Task | None = None
+        self.batches = self.lines = 0
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        self.executor.shutdown(wait=True)
+
+    async def submit(self, texts: list[str], key: tuple) -> tuple[list[Any], dict]:
+        """The translations of `texts` and the timings of the batch they were decoded in."""
+        job = _Job(texts, key, asyncio.get_running_loop().create_future())
+        await self.queue.put(job)
+        return await job.future
+
+    def _take(self, key: tuple, room: int) -> list[_Job]:
+        """Pending jobs of this key that fit in `room` lines, oldest first."""
+        taken = []
+        for job in list(self.pending):
+            if job.key == key and len(job.texts) <= room:
+                self.pending.remove(job)
+                taken.append(job)
+                room -= len(job.texts)
+        return taken
+
+    async def _gather(self) -> list[_Job]:
+        first = self.pending.popleft() if self.pending else await self.queue.get()
+        batch = [first]
+        if not self.enabled:
+            return batch
+        room = self.max_lines - len(first.texts)
+        batch += self._take(first.key, room)
+        room = self.max_lines - sum(len(j.texts) for j in batch)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        while room > 0:
+            if self.queue.empty():
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), timeout)
+                except TimeoutError:
+                    break
+            else:  # requests that arrived while the previous batch decoded join without waiting
+                job = self.queue.get_nowait()
+            if job.key == first.key and len(job.texts) <= room:
+                batch.append(job)
+                room -= len(job.texts)
+            else:
+                self.pending.append(job)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            texts = [t for job in batch for t in job.texts]
+            start = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self.executor, self.decode, texts, batch[0].key)
+                error = None
+            except Exception as err:  # noqa: BLE001 -- handed to the callers; the batcher goes on
+                results, error = None, err
+            seconds = time.perf_counter() - start
+            self.batches, self.lines = self.batches + 1, self.lines + len(texts)
+            offset = 0
+            for job in batch:
+                if job.future.done():  # the client went away
+                    offset += len(job.texts)
+                    continue
+                if error is not None:
+                    job.future.set_exception(error)
+                    continue
+                timings = {"queue_ms": (start - job.queued) * 1000, "decode_ms": seconds * 1000,
+                           "batch_lines": len(texts), "batch_requests": len(batch)}
+                job.future.set_result((results[offset:offset + len(job.texts)], timings))
+                offset += len(job.texts)
+
+
+def _score(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _result(t, tokenizer, with_attention: bool) -> Result:
+    attention = None
+    if with_attention and t.attention is not None and t.target_ids is not None:
+        weights = t.attention.tolist() if hasattr(t.attention, "tolist") else list(t.attention)
+        attention = Attention(source_tokens=tokenizer.src_pieces(t.source_ids) + ["</s>"],
+                              target_tokens=tokenizer.tgt_pieces(t.target_ids) + ["</s>"],
+                              weights=[[round(float(w), 4) for w in row] for row in weights])
+    return Result(source=t.source, text=t.text, score=_score(t.hypotheses[0][1]),
+                  hypotheses=[Hypothesis(text=text, score=_score(s)) for text, s in t.hypotheses],
+                  truncated=t.truncated, attention=attention)
+
+
+def page() -> str:
+    return resources.files("nmt").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def create_app(translator, options: ServeOptions = ServeOptions(), *, name: str = "") -> FastAPI:
+    """The FastAPI application serving `translator` (an nmt.Translator). `name`: what /health
+    reports as the model (e.g. the checkpoint's file name; never a path the client can choose)."""
+
+    def decode(texts: list[str], key: tuple) -> list[Any]:
+        beam_size, n_best, alpha, attention = key
+        return translator.translate(texts, beam_size=beam_size, n_best=n_best, alpha=alpha, attention=attention)
+
+    batcher = DynamicBatcher(decode, wait_ms=options.batch_wait_ms, max_lines=options.max_batch_lines,
+                             enabled=options.batching)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="nmt translation server", version="1", lifespan=lifespan,
+                  description=f"{translator.src_lang}->{translator.tgt_lang} translation with dynamic batching.")
+    app.state.batcher, app.state.options = batcher, options
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """FastAPI's 422, written with ASCII escapes: its default echoes the input back as UTF-8,
+        which fails (a 500) when the input holds a lone surrogate such as "\\ud800"."""
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> str:
+        return page()
+
+    @app.get("/health")
+    async def health() -> dict:
+        """The model and the server's limits; `batches`/`lines` count what was decoded so far."""
+        return {"status": "ok", "model": name, "engine": translator.engine, "src_lang": translator.src_lang,
+                "tgt_lang": translator.tgt_lang, "batching": options.batching, "batch_wait_ms": options.batch_wait_ms,
+                "max_batch_lines": options.max_batch_lines, "max_lines": options.max_lines,
+                "max_chars": options.max_chars, "max_beam_size": options.max_beam_size,
+                "batches": batcher.batches, "lines": batcher.lines}
+
+    TranslateRequest = request_model(translator.src_lang, translator.tgt_lang, options.max_beam_size)
+
+    @app.post("/translate", response_model=TranslateResponse,
+              responses={413: {"description": "too many lines or characters"},
+                         422: {"description": "malformed request or unsupported option"}})
+    # (no `from __future__ import annotations` in this module: FastAPI must see this class, not a name)
+    async def translate(request: TranslateRequest) -> TranslateResponse:  # type: ignore[valid-type]
+        arrived = time.perf_counter()
+        if len(request.text) > options.max_lines:
+            raise HTTPException(413, f"{len(request.text)} lines; this server takes at most {options.max_lines}")
+        chars = sum(len(t) for t in request.text)
+        if chars > options.max_chars:
+            raise HTTPException(413, f"{chars} characters; this server takes at most {options.max_chars}")
+        if request.attention and translator.engine != "torch":
+            raise HTTPException(422, f"attention is not available with the {translator.engine} engine")
+        key = (request.beam_size, request.n_best, request.alpha, request.attention)
+        translations, timings = await batcher.submit(request.text, key)
+        results = [_result(t, translator.tokenizer, request.attention) for t in translations]
+        return TranslateResponse(translations=results,
+                                 timings=Timings(total_ms=(time.perf_counter() - arrived) * 1000, **timings))
+
+    return app
