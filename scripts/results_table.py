@@ -133,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def short_commit(commit: str | None) -> str:
+    """e93d06b4713283270e0cdc8d1770724caccd0b08+dirty -> e93d06b+dirty (uncommitted changes)."""
+    if not commit:
+        return "?"
+    return commit.split("+")[0][:7] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
 def markdown(results: dict) -> str:
     names = list(results["test_sets"])
     lines = ["| model | training | " + " | ".join(f"{n} BLEU / chrF" for n in names) + " |",
@@ -161,7 +168,7 @@ def markdown(results: dict) -> str:
         machine = t.get("machine") or {}
         where = (f"{machine.get('description')}, {machine.get('torch_threads')} torch threads"
                  + (f", CUDA {machine['cuda']}" if machine.get("cuda") else ", no GPU")) if machine else "an unrecorded machine"
-        lines.append(f"- {name}: `{m['checkpoint']}`, trained at commit {str(t.get('git_commit') or '?')[:7]} on {where}.")
+        lines.append(f"- {name}: `{m['checkpoint']}`, trained at commit {short_commit(t.get('git_commit'))} on {where}.")
     lines += ["", f"Produced by `{results['command']}` (beam 5; scoring with sacrebleu as in the signatures)."]
     return "\n".join(lines) + "\n"
 
