@@ -57,6 +57,11 @@ class Translation:
     def text(self) -> str:
         return self.hypotheses[0][0]
 
+    @property
+    def score(self) -> float:
+        """The best hypothesis's score (nan for greedy search and sampling)."""
+        return self.hypotheses[0][1]
+
 
 # decode(rows, first) -> per row (n-best [(token ids, score)], attention or None); rows are source
 # ids + EOS of one batch, `first` the batch's first index among the non-empty inputs (for seeds).

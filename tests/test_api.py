@@ -29,7 +29,7 @@ def test_translate_keeps_order_and_gives_n_best(translator):
         assert len(r.hypotheses) == 3
         scores = [s for _, s in r.hypotheses]
         assert scores == sorted(scores, reverse=True)
-        assert r.text == r.hypotheses[0][0]
+        assert r.text == r.hypotheses[0][0] and r.score == scores[0]
     assert [r.text for r in translator.translate(texts[0], beam_size=4)] == [results[0].text]  # a str: one sentence
 
 
