@@ -169,8 +169,7 @@ class DynamicBatcher:
         batch = [first]
         if not self.enabled:
             return batch
-        room = self.max_lines - len(first.texts)
-        batch += self._take(first.key, room)
+        batch += self._take(first.key, self.max_lines - len(first.texts))
         room = self.max_lines - sum(len(j.texts) for j in batch)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
@@ -230,7 +229,7 @@ def _result(t, tokenizer, with_attention: bool) -> Result:
         attention = Attention(source_tokens=tokenizer.src_pieces(t.source_ids) + ["</s>"],
                               target_tokens=tokenizer.tgt_pieces(t.target_ids) + ["</s>"],
                               weights=[[round(float(w), 4) for w in row] for row in weights])
-    return Result(source=t.source, text=t.text, score=_score(t.hypotheses[0][1]),
+    return Result(source=t.source, text=t.text, score=_score(t.score),
                   hypotheses=[Hypothesis(text=text, score=_score(s)) for text, s in t.hypotheses],
                   truncated=t.truncated, attention=attention)
 
@@ -267,9 +266,11 @@ def create_app(translator, options: ServeOptions = ServeOptions(), *, name: str 
         body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
         return Response(body, status_code=422, media_type="application/json")
 
+    html = page()  # read once, not per request
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
-        return page()
+        return html
 
     @app.get("/health")
     async def health() -> dict:

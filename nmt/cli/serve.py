@@ -74,10 +74,7 @@ def _body(args: argparse.Namespace) -> int:
           f"http://{args.host}:{args.port}/ (batching {'off' if args.no_batching else f'{args.batch_wait_ms:g} ms'})",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)
-    server = uvicorn.Server(config)
-    server.run()
-    if not server.started:  # e.g. the port is taken: uvicorn has logged why
-        raise UsageError(f"could not listen on {args.host}:{args.port}")
+    uvicorn.Server(config).run()  # a bind failure after check_port: uvicorn logs it and exits 1
     return 0
 
 
