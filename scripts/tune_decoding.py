@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
               f"BP {row['bp']}", flush=True)
         return row
 
-    rows = []
+    rows, loaded = [], {}
     if len(args.checkpoints) > 1:
         for checkpoint in args.checkpoints:
-            rows.append(score(Translator.from_checkpoint(checkpoint), checkpoint, args.base_alpha))
+            loaded[checkpoint] = Translator.from_checkpoint(checkpoint)
+            rows.append(score(loaded[checkpoint], checkpoint, args.base_alpha))
     chosen = max(rows, key=lambda r: r["bleu"])["checkpoint"] if rows else args.checkpoints[0]
-    translator = Translator.from_checkpoint(chosen)
+    translator = loaded.get(chosen) or Translator.from_checkpoint(chosen)  # the winner is not loaded twice
     for alpha in (float(a) for a in args.alphas.split(",")):
         done = next((r for r in rows if r["checkpoint"] == chosen and r["alpha"] == alpha), None)
         rows.append(done or score(translator, chosen, alpha))
