@@ -24,24 +24,34 @@ def length_order(src_lens, tgt_lens, tie_break=None) -> np.ndarray:
     return np.lexsort(keys if tie_break is None else (tie_break, *keys))
 
 
+def batch_starts(src_lens, tgt_lens, order: np.ndarray, *, max_tokens: int, max_sentences: int = 0) -> np.ndarray:
+    """Greedy token-bucket batching of `order`: where each batch starts (an int64 array).
+
+    A batch grows while n_sentences * (longest side + 1 for BOS/EOS) stays within max_tokens (and
+    n_sentences within max_sentences, if set); a single over-long sentence is a batch of its own.
+    One numpy pass per batch over the at most max_tokens // width candidates, so millions of
+    sentences batch in seconds without a Python list per sentence."""
+    width = np.maximum(np.asarray(src_lens)[order], np.asarray(tgt_lens)[order]).astype(np.int64) + 1
+    n, starts, p = len(width), [], 0
+    while p < n:
+        k_max = max(1, max_tokens // int(width[p]))
+        if max_sentences:
+            k_max = min(k_max, max_sentences)
+        window = np.maximum.accumulate(width[p:p + k_max])  # the batch's width with 1, 2, ... sentences
+        over = np.flatnonzero(window * np.arange(1, len(window) + 1) > max_tokens)
+        starts.append(p)
+        p += max(1, int(over[0]) if len(over) else len(window))
+    return np.asarray(starts, dtype=np.int64)
+
+
 def make_batches(src_lens, tgt_lens, *, max_tokens: int, max_sentences: int = 0,
                  order: np.ndarray | None = None) -> list[list[int]]:
-    """Greedy token-bucket batching of indices in length order: a batch grows while
-    n_sentences * (longest side + 1 for BOS/EOS) stays within max_tokens."""
+    """Token-bucket batches (lists of indices) in length order; see `batch_starts`."""
     if order is None:
         order = length_order(src_lens, tgt_lens)
-    batches, batch, longest = [], [], 0
-    for i in order.tolist():
-        width = max(longest, int(src_lens[i]) + 1, int(tgt_lens[i]) + 1)
-        too_many = max_sentences and len(batch) >= max_sentences
-        if batch and (width * (len(batch) + 1) > max_tokens or too_many):
-            batches.append(batch)
-            batch, width = [], max(int(src_lens[i]), int(tgt_lens[i])) + 1
-        batch.append(i)
-        longest = width
-    if batch:
-        batches.append(batch)
-    return batches
+    order = np.asarray(order)
+    starts = batch_starts(src_lens, tgt_lens, order, max_tokens=max_tokens, max_sentences=max_sentences)
+    return [chunk.tolist() for chunk in np.split(order, starts[1:])] if len(order) else []
 
 
 @dataclass
