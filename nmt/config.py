@@ -39,7 +39,10 @@ class DataConfig:
     hub_name: str | None = None  # hub: dataset name, e.g. wmt/wmt19
     hub_config: str | None = None  # hub: dataset config, e.g. zh-en
     skip_invalid_utf8: bool = False  # text source: skip line pairs that are not valid UTF-8 (counted) instead of failing
-    streaming: bool = False  # iterate without materialising the corpus (larger than memory)
+    streaming: bool = False  # read the corpus as a stream (larger than memory); training repeats it until max_steps/max_time
+    # Prepared data for large corpora: the training split tokenised once into this directory
+    # (nmt-prepare CONFIG, or nmt-train on first use), lengths stored, memory-mapped at start.
+    prepared_dir: str | None = None  # None: tokenise at start (in memory, or streamed)
     stream_buffer: int = 20000  # streaming: examples read ahead, length-sorted into batches
     num_proc: int = 1  # processes for datasets.map tokenisation (non-streaming)
     max_len: int = 128  # drop training pairs with more subword tokens than this on either side
@@ -248,6 +251,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         (0.0 <= o.label_smoothing < 1.0, f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}"),
         (o.peak_lr > 0 and o.lr_scale > 0 and o.adam_eps > 0, "optim.peak_lr, lr_scale and adam_eps must be positive"),
         (t.max_steps > 0 or t.max_epochs > 0 or t.max_time is not None, "set at least one of trainer.max_steps, max_epochs or max_time"),
+        (not d.streaming or d.prepared_dir or t.max_steps > 0 or t.max_time is not None,
+         "data.streaming repeats the stream until trainer.max_steps or max_time: set one of them (or use data.prepared_dir)"),
         (t.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),
         (t.val_check_interval >= 1, "trainer.val_check_interval must be >= 1"),
         (t.gradient_clip_val >= 0, "trainer.gradient_clip_val must be >= 0"),

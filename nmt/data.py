@@ -10,11 +10,14 @@ reads any source as an iterable and batches it from a bounded look-ahead buffer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import random
+import shutil
 import sys
+import time
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -28,11 +31,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from nmt.batching import length_order, make_batches
+from nmt.batching import batch_starts, length_order, make_batches
 from nmt.config import DataConfig, ExperimentConfig
 from nmt.errors import DataError
 from nmt.textio import check_text_file, decode_lines, read_text_lines  # noqa: F401  (re-exported)
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
 
 log = logging.getLogger("nmt")
 
@@ -57,7 +60,7 @@ def _text_pairs(src_path: str, tgt_path: str, stamp: str, skip: tuple[int, ...] 
                 yield {"src": src.decode("utf-8").rstrip("\r\n"), "tgt": tgt.decode("utf-8").rstrip("\r\n")}
 
 
-def _text_source(cfg: DataConfig, prefix: str, streaming: bool):
+def _text_source(cfg: DataConfig, prefix: str, streaming: bool, cache_dir: str | None = None):
     src_path, tgt_path = Path(f"{prefix}.{cfg.src_lang}"), Path(f"{prefix}.{cfg.tgt_lang}")
     invalid: list[int] | None = [] if cfg.skip_invalid_utf8 else None
     n_src, n_tgt = check_text_file(src_path, invalid), check_text_file(tgt_path, invalid)
@@ -76,7 +79,7 @@ def _text_source(cfg: DataConfig, prefix: str, streaming: bool):
     kwargs = {"src_path": str(src_path), "tgt_path": str(tgt_path), "stamp": stamp, "skip": skip}
     if streaming:
         return datasets.IterableDataset.from_generator(_text_pairs, gen_kwargs=kwargs)
-    return datasets.Dataset.from_generator(_text_pairs, gen_kwargs=kwargs)
+    return datasets.Dataset.from_generator(_text_pairs, gen_kwargs=kwargs, cache_dir=cache_dir)
 
 
 def _get_field(example: dict[str, Any], dotted: str) -> Any:
@@ -109,21 +112,22 @@ def _select_fields(ds, cfg: DataConfig, where: str):
     return ds.map(pick, remove_columns=list(features.keys()))
 
 
-def _file_source(cfg: DataConfig, path: str, streaming: bool):
+def _file_source(cfg: DataConfig, path: str, streaming: bool, cache_dir: str | None = None):
     file = Path(path)
     check_text_file(file)
     builder = {"tsv": "csv", "csv": "csv", "jsonl": "json"}[cfg.source]
     kwargs = {"delimiter": "\t", "quoting": 3} if cfg.source == "tsv" else {}  # 3 = csv.QUOTE_NONE
     try:
-        ds = datasets.load_dataset(builder, data_files=str(file), split="train", streaming=streaming, **kwargs)
+        ds = datasets.load_dataset(builder, data_files=str(file), split="train", streaming=streaming,
+                                  cache_dir=cache_dir, **kwargs)
     except Exception as err:  # datasets wraps parser errors in several exception types
         raise DataError(f"{file}: cannot read as {cfg.source} ({str(err).strip().splitlines()[0]})") from None
     return _select_fields(ds, cfg, str(file))
 
 
-def _hub_source(cfg: DataConfig, split: str, streaming: bool):
+def _hub_source(cfg: DataConfig, split: str, streaming: bool, cache_dir: str | None = None):
     try:
-        ds = datasets.load_dataset(cfg.hub_name, cfg.hub_config, split=split, streaming=streaming)
+        ds = datasets.load_dataset(cfg.hub_name, cfg.hub_config, split=split, streaming=streaming, cache_dir=cache_dir)
     except Exception as err:
         raise DataError(
             f"hub dataset {cfg.hub_name} ({cfg.hub_config}, split {split}): {str(err).strip().splitlines()[0]}"
@@ -167,28 +171,29 @@ def toy_reverse_split(split: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def load_raw(cfg: DataConfig, split: str, *, streaming: bool = False):
+def load_raw(cfg: DataConfig, split: str, *, streaming: bool = False, cache_dir: str | None = None):
     """One split as a `datasets` dataset with columns `src` and `tgt` (iterable if streaming).
-    A list of corpora (`data.train: [a, b]`) is read in that order, one after the other."""
+    A list of corpora (`data.train: [a, b]`) is read in that order, one after the other.
+    `cache_dir`: where `datasets` writes its Arrow cache (default: its own cache directory)."""
     where = getattr(cfg, split)
     if isinstance(where, list):
-        parts = [_load_one(cfg, w, streaming) for w in where]
+        parts = [_load_one(cfg, w, streaming, cache_dir) for w in where]
         ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     else:
-        ds = _load_one(cfg, where, streaming)
+        ds = _load_one(cfg, where, streaming, cache_dir)
     limit = {"train": cfg.limit_train, "valid": cfg.limit_valid}.get(split, 0)
     if limit:
         ds = ds.take(limit) if streaming else ds.select(range(min(limit, len(ds))))
     return ds
 
 
-def _load_one(cfg: DataConfig, where: str, streaming: bool):
+def _load_one(cfg: DataConfig, where: str, streaming: bool, cache_dir: str | None = None):
     if cfg.source == "text":
-        ds = _text_source(cfg, where, streaming)
+        ds = _text_source(cfg, where, streaming, cache_dir)
     elif cfg.source in ("tsv", "csv", "jsonl"):
-        ds = _file_source(cfg, where, streaming)
+        ds = _file_source(cfg, where, streaming, cache_dir)
     elif cfg.source == "hub":
-        ds = _hub_source(cfg, where, streaming)
+        ds = _hub_source(cfg, where, streaming, cache_dir)
     else:
         pairs = toy_reverse_split(where) if cfg.source == "toy_reverse" else hsk_split(where)
         ds = datasets.Dataset.from_dict({"src": [p[0] for p in pairs], "tgt": [p[1] for p in pairs]})
@@ -207,16 +212,22 @@ def _encode(batch: dict[str, list[str]], tokenizer: Tokenizer) -> dict[str, list
     return {"src": src, "tgt": tgt, "src_ids": tokenizer.encode_src(src), "tgt_ids": tokenizer.encode_tgt(tgt)}
 
 
-def keep_pair(example: dict[str, Any], *, max_len: int, max_len_ratio: float) -> str:
-    """'' if the pair is kept, else the reason it is dropped: empty, too_long or ratio."""
-    ns, nt = len(example["src_ids"]), len(example["tgt_ids"])
-    if ns == 0 or nt == 0:
-        return "empty"
-    if ns > max_len or nt > max_len:
-        return "too_long"
-    if max(ns, nt) / min(ns, nt) > max_len_ratio:
-        return "ratio"
-    return ""
+def drop_reasons(src_lens: np.ndarray, tgt_lens: np.ndarray, *, max_len: int, max_len_ratio: float) -> np.ndarray:
+    """Per pair '' (kept) or why it is dropped: empty, too_long or ratio (first rule that applies)."""
+    src_lens, tgt_lens = np.asarray(src_lens, dtype=np.int64), np.asarray(tgt_lens, dtype=np.int64)
+    why = np.full(len(src_lens), "", dtype="<U8")
+    shorter = np.maximum(np.minimum(src_lens, tgt_lens), 1)
+    why[np.maximum(src_lens, tgt_lens) / shorter > max_len_ratio] = "ratio"
+    why[(src_lens > max_len) | (tgt_lens > max_len)] = "too_long"
+    why[(src_lens == 0) | (tgt_lens == 0)] = "empty"
+    return why
+
+
+def column_lengths(ds, column: str) -> np.ndarray:
+    """Lengths of a list column, read from Arrow (no Python object per row)."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(ds.with_format("arrow")[column]).to_numpy(zero_copy_only=False)
 
 
 @dataclass
@@ -230,6 +241,11 @@ class CleanStats:
     def kept(self) -> int:
         return self.read - self.empty - self.too_long - self.ratio
 
+    def add(self, reasons: np.ndarray) -> None:
+        self.read += len(reasons)
+        for name in ("empty", "too_long", "ratio"):
+            setattr(self, name, getattr(self, name) + int((reasons == name).sum()))
+
     def __str__(self) -> str:
         return (f"read {self.read}, kept {self.kept}; dropped {self.empty} empty, "
                 f"{self.too_long} over max_len, {self.ratio} over max_len_ratio")
@@ -240,12 +256,11 @@ def encode_and_clean(ds, tokenizer: Tokenizer, cfg: DataConfig, *, max_len: int 
     max_len = cfg.max_len if max_len is None else max_len
     ds = ds.map(partial(_encode, tokenizer=tokenizer), batched=True, batch_size=1000,
                 num_proc=cfg.num_proc if cfg.num_proc > 1 and len(ds) > 10000 else None)
-    check = partial(keep_pair, max_len=max_len, max_len_ratio=cfg.max_len_ratio)
-    reasons = ds.map(lambda ex: {"why": check(ex)}, remove_columns=ds.column_names)["why"]
-    stats = CleanStats(read=len(ds), empty=reasons.count("empty"), too_long=reasons.count("too_long"),
-                       ratio=reasons.count("ratio"))
-    kept = ds.select([i for i, why in enumerate(reasons) if not why])
-    return kept, stats
+    reasons = drop_reasons(column_lengths(ds, "src_ids"), column_lengths(ds, "tgt_ids"), max_len=max_len,
+                           max_len_ratio=cfg.max_len_ratio)
+    stats = CleanStats()
+    stats.add(reasons)
+    return ds.select(np.flatnonzero(reasons == "")), stats
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,18 +273,25 @@ class TokenBatchSampler:
 
     The order is a pure function of (seed, epoch): sentences are sorted by length with random
     tie-breaking, cut into batches, the batches shuffled, and rank r takes batches r, r+W, r+2W...
-    (all ranks get the same number, so DDP never waits on a missing batch). `skip(n)` drops the
-    first n batches of the next epoch: a run resumed mid-epoch sees exactly the unseen batches.
+    When the number of batches does not divide by W, the largest batches are split in two until
+    it does: every rank gets the same number of batches (DDP never waits on a missing one), the
+    shares are disjoint and together they hold every sentence once. `skip(n)` drops the first n
+    batches of the next epoch: a run resumed mid-epoch sees exactly the unseen batches.
+
+    Memory is one int32 index per sentence plus a start and end per batch (numpy, no Python list
+    per sentence), so 10M sentences cost about 40 MB here.
     """
 
     def __init__(self, src_lens: np.ndarray, tgt_lens: np.ndarray, *, max_tokens: int,
                  max_sentences: int = 0, shuffle: bool = True, seed: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
         self.src_lens, self.tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
+        if world_size > 1 and len(self.src_lens) < world_size:
+            raise DataError(f"{len(self.src_lens)} training pair(s) cannot be shared among {world_size} processes")
         self.max_tokens, self.max_sentences = max_tokens, max_sentences
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.epoch, self._skip = 0, 0
-        self._cache: tuple[int, list[list[int]]] | None = None
+        self._plan: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -277,39 +299,66 @@ class TokenBatchSampler:
     def skip(self, n_batches: int) -> None:
         self._skip = n_batches
 
-    def batches(self, epoch: int) -> list[list[int]]:
-        if self._cache and self._cache[0] == epoch:
-            return self._cache[1]
+    def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(order, starts, ends): this rank's batches of `epoch` are order[starts[i]:ends[i]]."""
+        if self._plan and self._plan[0] == epoch:
+            return self._plan[1:]
+        n = len(self.src_lens)
         rng = np.random.default_rng([self.seed, epoch])
-        order = length_order(self.src_lens, self.tgt_lens, rng.random(len(self.src_lens)) if self.shuffle else None)
-        all_batches = make_batches(self.src_lens, self.tgt_lens, max_tokens=self.max_tokens,
-                                   max_sentences=self.max_sentences, order=order)
-        if self.shuffle:
-            all_batches = [all_batches[i] for i in rng.permutation(len(all_batches))]
-        usable = len(all_batches) - len(all_batches) % self.world_size if self.world_size > 1 else len(all_batches)
-        mine = all_batches[self.rank:usable:self.world_size]
-        self._cache = (epoch, mine)
-        return mine
+        tie = rng.random(n, dtype=np.float32) if self.shuffle else None
+        order = length_order(self.src_lens, self.tgt_lens, tie).astype(np.int32 if n < 2**31 else np.int64)
+        del tie
+        starts = batch_starts(self.src_lens, self.tgt_lens, order, max_tokens=self.max_tokens,
+                              max_sentences=self.max_sentences)
+        ends = np.append(starts[1:], n)
+        if self.world_size > 1 and len(starts) % self.world_size:
+            starts, ends = _split_largest(starts, ends, self.world_size - len(starts) % self.world_size)
+        pick = rng.permutation(len(starts)) if self.shuffle else np.arange(len(starts))
+        pick = pick[self.rank::self.world_size]
+        self._plan = (epoch, order, starts[pick], ends[pick])
+        return self._plan[1:]
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        order, starts, ends = self.plan(epoch)
+        return [order[a:b].tolist() for a, b in zip(starts.tolist(), ends.tolist())]
 
     def __iter__(self) -> Iterator[list[int]]:
         start, self._skip = self._skip, 0
-        yield from self.batches(self.epoch)[start:]
+        order, starts, ends = self.plan(self.epoch)
+        for a, b in zip(starts[start:].tolist(), ends[start:].tolist()):
+            yield order[a:b].tolist()
 
     def __len__(self) -> int:
-        return len(self.batches(self.epoch))
+        return len(self.plan(self.epoch)[1])
+
+
+def _split_largest(starts: np.ndarray, ends: np.ndarray, n_more: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split the n_more batches with the most sentences in two halves (each then fits max_tokens)."""
+    sizes = ends - starts
+    while n_more > 0:
+        biggest = np.argsort(-sizes, kind="stable")[:n_more]
+        biggest = biggest[sizes[biggest] > 1]
+        if len(biggest) == 0:
+            raise DataError("too few training sentences to give every process the same number of batches")
+        middle = starts[biggest] + sizes[biggest] // 2
+        starts = np.sort(np.concatenate([starts, middle]))
+        ends = np.append(starts[1:], ends[-1])
+        sizes, n_more = ends - starts, n_more - len(biggest)
+    return starts, ends
 
 
 def collate(examples: dict[str, list]) -> dict[str, Any]:
-    """Columns of one batch -> padded tensors. src gets EOS; tgt_in = BOS + y, tgt_out = y + EOS."""
-    src = [ids + [EOS_ID] for ids in examples["src_ids"]]
-    tgt_in = [[BOS_ID] + ids for ids in examples["tgt_ids"]]
-    tgt_out = [ids + [EOS_ID] for ids in examples["tgt_ids"]]
+    """Columns of one batch -> padded tensors. src gets EOS; tgt_in = BOS + y, tgt_out = y + EOS.
+    Prepared data stores no text: src_text/tgt_text are then None (training does not use them)."""
+    src = [list(ids) + [EOS_ID] for ids in examples["src_ids"]]
+    tgt_in = [[BOS_ID] + list(ids) for ids in examples["tgt_ids"]]
+    tgt_out = [list(ids) + [EOS_ID] for ids in examples["tgt_ids"]]
     return {
         "src": _pad(src),  # (B, S)
         "tgt_in": _pad(tgt_in),  # (B, T)
         "tgt_out": _pad(tgt_out),  # (B, T)
-        "src_text": examples["src"],
-        "tgt_text": examples["tgt"],
+        "src_text": examples.get("src"),
+        "tgt_text": examples.get("tgt"),
     }
 
 
@@ -336,16 +385,36 @@ class BatchView(torch.utils.data.Dataset):
 class StreamingBatches(torch.utils.data.IterableDataset):
     """Batches from an iterable dataset: read `buffer` examples ahead, tokenise, drop bad pairs,
     sort by length, cut into token batches and yield them in shuffled order. Memory is bounded by
-    the buffer, so corpora larger than memory work. Under DDP each rank reads its own shard."""
+    the buffer, so corpora larger than memory work.
+
+    Shares: the stream is split among the ranks and, within a rank, among its DataLoader workers
+    (`datasets.distributed.split_dataset_by_node` with rank * workers + worker of ranks * workers),
+    so no two workers anywhere yield the same pair. Passes: each pass reshuffles (the shuffle
+    buffer and the shard order take the pass as their epoch); by default the stream repeats
+    forever and `trainer.max_steps`/`max_time` end training: streamed shares differ in length, so
+    a rank that ran out at the end of a pass would leave the others waiting in an all-reduce.
+    Resume: `skip` batches are read and dropped again (each worker drops its round-robin share),
+    which is exact but costs the reading time; the prepared path (`data.prepared_dir`) resumes at
+    once.
+    """
 
     def __init__(self, ds, tokenizer: Tokenizer, cfg: DataConfig, *, seed: int, rank: int = 0,
-                 world_size: int = 1) -> None:
-        self.ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
-        self.tokenizer, self.cfg, self.seed, self.epoch = tokenizer, cfg, seed, 0
+                 world_size: int = 1, passes: int | None = None) -> None:
+        self.ds, self.rank, self.world_size = ds, rank, world_size
+        self.tokenizer, self.cfg, self.seed, self.passes = tokenizer, cfg, seed, passes
+        self.skip = 0  # batches this rank's loader already delivered
         self.stats = CleanStats()
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def _share(self) -> tuple[Any, int, int]:
+        """This reader's share of the stream, its role and the number of workers. The DataLoader
+        takes batches from workers 0, 1, 2... in turn, starting at 0 each time; after `skip`
+        batches the next one was due from worker skip % W, so worker w of a resumed loader plays
+        the role of worker (w + skip) % W of the first one."""
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        role = (worker + self.skip) % workers
+        share = split_dataset_by_node(self.ds, rank=self.rank * workers + role, world_size=self.world_size * workers)
+        return share, role, workers
 
     def _flush(self, buffer: list[dict], rng: random.Random) -> Iterator[dict[str, Any]]:
         src_lens = np.array([len(ex["src_ids"]) for ex in buffer])
@@ -356,26 +425,197 @@ class StreamingBatches(torch.utils.data.IterableDataset):
         for batch in batches:
             yield collate({key: [buffer[i][key] for i in batch] for key in buffer[0]})
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        rng = random.Random(f"{self.seed}-{self.epoch}")
-        ds = self.ds.shuffle(seed=self.seed, buffer_size=self.cfg.stream_buffer)
-        ds.set_epoch(self.epoch)
+    def _one_pass(self, share, pass_: int, worker: int) -> Iterator[dict[str, Any]]:
+        rng = random.Random(f"{self.seed}-{pass_}-{self.rank}-{worker}")
+        ds = share.shuffle(seed=self.seed, buffer_size=self.cfg.stream_buffer)
+        ds.set_epoch(pass_)
         buffer: list[dict] = []
         for raw in ds.iter(batch_size=1000):
             encoded = _encode(raw, self.tokenizer)
-            for i in range(len(encoded["src"])):
-                ex = {key: encoded[key][i] for key in encoded}
-                self.stats.read += 1
-                why = keep_pair(ex, max_len=self.cfg.max_len, max_len_ratio=self.cfg.max_len_ratio)
-                if why:
-                    setattr(self.stats, why, getattr(self.stats, why) + 1)
-                    continue
-                buffer.append(ex)
+            why = drop_reasons(np.array([len(x) for x in encoded["src_ids"]]),
+                               np.array([len(x) for x in encoded["tgt_ids"]]),
+                               max_len=self.cfg.max_len, max_len_ratio=self.cfg.max_len_ratio)
+            self.stats.add(why)
+            buffer += [{key: encoded[key][i] for key in encoded} for i in np.flatnonzero(why == "")]
             if len(buffer) >= self.cfg.stream_buffer:
                 yield from self._flush(buffer, rng)
                 buffer = []
         if buffer:
             yield from self._flush(buffer, rng)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        share, worker, workers = self._share()
+        to_skip = max(0, -(-(self.skip - worker) // workers))  # role w delivered the i < skip with i % W == w
+        pass_ = 0
+        while self.passes is None or pass_ < self.passes:
+            empty = True
+            for batch in self._one_pass(share, pass_, worker):
+                empty = False
+                if to_skip:
+                    to_skip -= 1
+                    continue
+                yield batch
+            if empty:
+                raise DataError(f"rank {self.rank}, loader worker {worker}: no training pair in its share of the "
+                                f"stream (fewer stream shards or pairs than the {self.world_size * workers} readers?)")
+            pass_ += 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Prepared data: the training split tokenised once, lengths stored (data.prepared_dir)
+# ------------------------------------------------------------------------------------------------
+
+PREPARED_FORMAT = 1
+# The settings a prepared directory depends on; a run whose config differs in one of them must not use it.
+PREPARED_DATA_KEYS = ("source", "src_lang", "tgt_lang", "train", "src_field", "tgt_field", "hub_name", "hub_config",
+                      "skip_invalid_utf8", "limit_train", "max_len", "max_len_ratio")
+
+
+@dataclass
+class Prepared:
+    """An opened prepared directory: the Arrow dataset (memory-mapped), the lengths and the stats."""
+
+    path: Path
+    dataset: datasets.Dataset  # columns src_ids, tgt_ids (uint16 when the vocabulary allows)
+    src_lens: np.ndarray  # (N,) subword tokens per source sentence, without EOS
+    tgt_lens: np.ndarray  # (N,)
+    stats: CleanStats
+    meta: dict
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.load(self.path / "tokenizer")
+
+
+def prepared_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    d = cfg.data
+    return {"data": {key: getattr(d, key) for key in PREPARED_DATA_KEYS}, "tokenizer": dataclasses.asdict(cfg.tokenizer)}
+
+
+def _encoded_rows(shards: list[int], *, cfg: DataConfig, n_readers: int, tokenizer: Tokenizer,
+                  work_dir: str) -> Iterator[dict[str, list[int]]]:
+    """One preparation process: read its share of the training stream, tokenise, clean, yield rows."""
+    for shard in shards:
+        stream = split_dataset_by_node(load_raw(cfg, "train", streaming=True), rank=shard, world_size=n_readers)
+        stats = CleanStats()
+        for raw in stream.iter(batch_size=2000):
+            encoded = _encode(raw, tokenizer)
+            src_ids, tgt_ids = encoded["src_ids"], encoded["tgt_ids"]
+            why = drop_reasons(np.array([len(x) for x in src_ids]), np.array([len(x) for x in tgt_ids]),
+                               max_len=cfg.max_len, max_len_ratio=cfg.max_len_ratio)
+            stats.add(why)
+            for i in np.flatnonzero(why == "").tolist():
+                yield {"src_ids": src_ids[i], "tgt_ids": tgt_ids[i]}
+        Path(work_dir, f"stats-{shard}.json").write_text(json.dumps(dataclasses.asdict(stats)), encoding="utf-8")
+
+
+def _tokenizer_sample(cfg: ExperimentConfig, n_pairs: int) -> tuple[list[str], list[str]]:
+    """A sample of the training pairs for SentencePiece: the stream shuffled (shard order and a
+    10k-pair buffer), its first n_pairs. Reads about n_pairs, not the corpus."""
+    stream = load_raw(cfg.data, "train", streaming=True).shuffle(seed=cfg.tokenizer.seed, buffer_size=10_000)
+    src, tgt = [], []
+    for raw in stream.iter(batch_size=1000):
+        src += raw["src"]
+        tgt += raw["tgt"]
+        if len(src) >= n_pairs:
+            break
+    return src[:n_pairs], tgt[:n_pairs]
+
+
+def prepare_corpus(cfg: ExperimentConfig, out: Path, *, tokenizer: Tokenizer | None = None,
+                   say=print) -> Prepared:
+    """Tokenise the training split once into `out` (what `nmt-prepare` does):
+
+        out/tokenizer/     SentencePiece model(s), trained on a sample (or the given tokenizer)
+        out/train/         Arrow dataset (datasets.save_to_disk): src_ids, tgt_ids of the kept pairs
+        out/lengths.npy    (N, 2) source and target lengths: start-up never re-reads the corpus
+        out/meta.json      the settings it was made with, counts, cleaning stats, timings
+
+    `data.num_proc` processes read disjoint shares of the corpus (its files, or every n-th pair)
+    and write their rows through `datasets.Dataset.from_generator`. Everything is built in
+    `out.partial/` and renamed to `out` at the end, so a killed preparation leaves no directory
+    that looks finished; it is started again from the beginning.
+    """
+    t0 = time.perf_counter()
+    d = cfg.data
+    partial_dir = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial_dir, ignore_errors=True)
+    work = partial_dir / ".work"
+    work.mkdir(parents=True)
+    if tokenizer is None:
+        n_pairs = cfg.tokenizer.input_sentence_size // (2 if cfg.tokenizer.joint else 1)
+        say(f"nmt-prepare: training the tokenizer on a sample of up to {n_pairs:,} pairs")
+        src, tgt = _tokenizer_sample(cfg, n_pairs)
+        tokenizer = train_tokenizer(src, tgt, cfg.tokenizer)
+        del src, tgt
+    tokenizer.save(partial_dir / "tokenizer")
+    (partial_dir / "tokenizer" / "DONE").touch()
+    t_tok = time.perf_counter()
+    id_type = "uint16" if max(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size) <= 65536 else "int32"
+    features = datasets.Features({"src_ids": datasets.Sequence(datasets.Value(id_type)),
+                                  "tgt_ids": datasets.Sequence(datasets.Value(id_type))})
+    n_readers = max(1, d.num_proc)
+    say(f"nmt-prepare: tokenising the training split with {n_readers} process(es)")
+    try:
+        ds = datasets.Dataset.from_generator(
+            _encoded_rows, features=features, cache_dir=str(work / "cache"), num_proc=n_readers if n_readers > 1 else None,
+            gen_kwargs={"shards": list(range(n_readers)), "cfg": d, "n_readers": n_readers, "tokenizer": tokenizer,
+                        "work_dir": str(work)})
+    except ValueError as err:  # datasets: 'Instruction "train" corresponds to no data!' when nothing was kept
+        ds, failure = None, err
+    stats = CleanStats()
+    for shard in range(n_readers):
+        for key, value in json.loads((work / f"stats-{shard}.json").read_text(encoding="utf-8")).items():
+            setattr(stats, key, getattr(stats, key) + value)
+    if ds is None or len(ds) == 0:
+        if stats.kept > 0:
+            raise failure
+        raise DataError(f"no training pairs left after cleaning ({stats})")
+    ds.save_to_disk(str(partial_dir / "train"), max_shard_size="1GB")
+    lengths = np.stack([column_lengths(ds, "src_ids"), column_lengths(ds, "tgt_ids")], axis=1)
+    np.save(partial_dir / "lengths.npy", lengths.astype(np.uint16 if lengths.max() < 65536 else np.uint32))
+    del ds
+    shutil.rmtree(work)
+    t_end = time.perf_counter()
+    meta = {"format": PREPARED_FORMAT, "settings": prepared_settings(cfg), "pairs": int(len(lengths)),
+            "stats": dataclasses.asdict(stats), "id_type": id_type,
+            "src_tokens": int(lengths[:, 0].sum()), "tgt_tokens": int(lengths[:, 1].sum()),
+            "seconds": {"tokenizer": round(t_tok - t0, 1), "encode_and_write": round(t_end - t_tok, 1)},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (partial_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial_dir, out)
+    say(f"nmt-prepare: {out}: {stats}; {meta['tgt_tokens']:,} target tokens, {t_end - t0:.0f} s")
+    return open_prepared(out)
+
+
+def open_prepared(path: Path, cfg: ExperimentConfig | None = None) -> Prepared:
+    """Open a prepared directory (memory-mapped); with `cfg`, check it was made with its settings."""
+    meta_file = path / "meta.json"
+    if not meta_file.is_file():
+        raise DataError(f"{path} is not a prepared data directory (no meta.json): run nmt-prepare CONFIG first")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{meta_file}: unreadable ({err})") from None
+    if meta.get("format") != PREPARED_FORMAT:
+        raise DataError(f"{path}: prepared data format {meta.get('format')!r}, this version reads {PREPARED_FORMAT}")
+    if cfg is not None:
+        ours = json.loads(json.dumps(prepared_settings(cfg)))  # lists and tuples as JSON has them
+        for section, values in ours.items():
+            for key, value in values.items():
+                theirs = meta["settings"].get(section, {}).get(key)
+                if theirs != value:
+                    raise DataError(f"{path} was prepared with {section}.{key}={theirs!r} but the config has {value!r}: "
+                                    "prepare again (nmt-prepare CONFIG) or set data.prepared_dir to another directory")
+    try:
+        ds = datasets.load_from_disk(str(path / "train"))
+        lengths = np.load(path / "lengths.npy")
+    except Exception as err:  # datasets and numpy raise several types for missing or damaged files
+        raise DataError(f"{path}: damaged prepared data ({str(err).strip().splitlines()[0]}): prepare it again") from None
+    if len(ds) != len(lengths) or len(ds) != meta["pairs"]:
+        raise DataError(f"{path}: {len(ds)} rows but {len(lengths)} lengths: damaged, prepare it again")
+    return Prepared(path, ds, lengths[:, 0], lengths[:, 1], CleanStats(**meta["stats"]), meta)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -391,61 +631,88 @@ def dist_rank_world() -> tuple[int, int]:
 
 class TranslationDataModule(L.LightningDataModule):
     """Holds the tokenised splits and builds the loaders. The tokenizer is trained beforehand
-    (`nmt.training.run.prepare_tokenizer`) so the model can be sized from its vocabulary."""
+    (`nmt.training.run.prepare_tokenizer`) so the model can be sized from its vocabulary.
 
-    def __init__(self, cfg: ExperimentConfig, tokenizer: Tokenizer) -> None:
+    Training data comes three ways: prepared (`data.prepared_dir`: tokenised once, memory-mapped,
+    lengths stored; for large corpora), in memory (tokenised at start through `datasets.map`,
+    Arrow-cached) or streamed (`data.streaming`, tokenised on the fly)."""
+
+    def __init__(self, cfg: ExperimentConfig, tokenizer: Tokenizer, prepared: Prepared | None = None) -> None:
         super().__init__()
-        self.cfg, self.tokenizer = cfg, tokenizer
+        self.cfg, self.tokenizer, self.prepared = cfg, tokenizer, prepared
         self.train_ds = self.valid_ds = None
         self.train_stats = self.valid_stats = None
         self._train_sampler: TokenBatchSampler | None = None
+        self._stream: StreamingBatches | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.valid_ds is not None:
             return
         d = self.cfg.data
-        if d.streaming:
+        if self.prepared is not None:
+            self.train_ds, self.train_stats = self.prepared.dataset, self.prepared.stats
+            self._lengths = (self.prepared.src_lens, self.prepared.tgt_lens)
+        elif d.streaming:
             self.train_raw = load_raw(d, "train", streaming=True)
         else:
             self.train_ds, self.train_stats = encode_and_clean(load_raw(d, "train"), self.tokenizer, d)
             if len(self.train_ds) == 0:
                 raise DataError(f"no training pairs left after cleaning ({self.train_stats})")
+            self._lengths = (column_lengths(self.train_ds, "src_ids"), column_lengths(self.train_ds, "tgt_ids"))
         # Validation keeps every non-empty pair up to the positional table's length.
         self.valid_ds, self.valid_stats = encode_and_clean(
             load_raw(d, "valid"), self.tokenizer, d, max_len=self.cfg.model.max_positions - 2)
         if len(self.valid_ds) == 0:
             raise DataError(f"no validation pairs left after cleaning ({self.valid_stats})")
 
-    def train_dataloader(self) -> DataLoader:
-        rank, world = dist_rank_world()
-        d, t = self.cfg.data, self.cfg.trainer
-        if d.streaming:
-            stream = StreamingBatches(self.train_raw, self.tokenizer, d, seed=t.seed, rank=rank, world_size=world)
-            return DataLoader(stream, batch_size=None, num_workers=t.num_workers)
-        self._train_sampler = TokenBatchSampler(
-            np.array([len(x) for x in self.train_ds["src_ids"]]), np.array([len(x) for x in self.train_ds["tgt_ids"]]),
-            max_tokens=d.max_tokens, max_sentences=d.max_sentences, shuffle=True, seed=t.seed,
-            rank=rank, world_size=world)
-        self._skip_seen_batches()
-        return DataLoader(BatchView(self.train_ds), batch_size=None, sampler=self._train_sampler,
-                          num_workers=t.num_workers)
+    @property
+    def streaming(self) -> bool:
+        return self.prepared is None and self.cfg.data.streaming
 
-    def _skip_seen_batches(self) -> None:
-        """On resume mid-epoch, Lightning restarts the loader; skip what the checkpoint had seen."""
+    def train_sampler(self) -> TokenBatchSampler:
+        """One sampler per process group (its batch plan is computed once per epoch); asked before
+        the Trainer starts the other processes, it is made again for the real rank and world size."""
+        rank, world = dist_rank_world()
+        s = self._train_sampler
+        if s is None or (s.rank, s.world_size) != (rank, world):
+            d = self.cfg.data
+            self._train_sampler = TokenBatchSampler(
+                *self._lengths, max_tokens=d.max_tokens, max_sentences=d.max_sentences, shuffle=True,
+                seed=self.cfg.trainer.seed, rank=rank, world_size=world)
+        return self._train_sampler
+
+    def train_dataloader(self) -> DataLoader:
+        t = self.cfg.trainer
+        workers = {"num_workers": t.num_workers, "persistent_workers": False}
+        if self.streaming:
+            rank, world = dist_rank_world()
+            self._stream = StreamingBatches(self.train_raw, self.tokenizer, self.cfg.data, seed=t.seed, rank=rank,
+                                            world_size=world)
+            self._stream.skip = self._seen_batches()
+            return DataLoader(self._stream, batch_size=None, **workers)
+        sampler = self.train_sampler()
+        self._skip_seen_batches(sampler)
+        return DataLoader(BatchView(self.train_ds), batch_size=None, sampler=sampler, **workers)
+
+    def _seen_batches(self) -> int:
         trainer = self.trainer
-        if trainer is None:
+        return 0 if trainer is None else trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def _skip_seen_batches(self, sampler: TokenBatchSampler) -> None:
+        """On resume mid-epoch, Lightning restarts the loader; skip what the checkpoint had seen."""
+        if self.trainer is None:
             return
-        seen = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        self._train_sampler.set_epoch(trainer.current_epoch)
-        if 0 < seen < len(self._train_sampler):
-            self._train_sampler.skip(seen)
+        seen = self._seen_batches()
+        sampler.set_epoch(self.trainer.current_epoch)
+        if 0 < seen < len(sampler):
+            sampler.skip(seen)
 
     def val_dataloader(self) -> DataLoader:
         """Every rank validates its share of the sentences (i = rank mod W), none dropped."""
         rank, world = dist_rank_world()
         mine = np.arange(rank, len(self.valid_ds), world)
-        src_lens = np.array([len(x) for x in self.valid_ds["src_ids"]])[mine]
-        tgt_lens = np.array([len(x) for x in self.valid_ds["tgt_ids"]])[mine]
+        src_lens = column_lengths(self.valid_ds, "src_ids")[mine]
+        tgt_lens = column_lengths(self.valid_ds, "tgt_ids")[mine]
         batches = make_batches(src_lens, tgt_lens, max_tokens=self.cfg.data.valid_max_tokens)
         batches = [mine[b].tolist() for b in batches]
         return DataLoader(BatchView(self.valid_ds), batch_size=None, sampler=batches)

@@ -147,7 +147,7 @@ def test_streaming_batches_cover_the_corpus_within_max_tokens(parallel_files):
     cfg = DataConfig(source="text", train=str(parallel_files / "train"), max_tokens=40, stream_buffer=16)
     tok = train_tokenizer(load_raw(cfg, "train")["src"], load_raw(cfg, "train")["tgt"],
                           TokenizerConfig(vocab_size=60))
-    stream = StreamingBatches(load_raw(cfg, "train", streaming=True), tok, cfg, seed=0)
+    stream = StreamingBatches(load_raw(cfg, "train", streaming=True), tok, cfg, seed=0, passes=1)
     batches = list(stream)
     assert sum(b["src"].size(0) for b in batches) == stream.stats.kept == 40
     assert all(b["src"].numel() <= 40 and b["tgt_out"].numel() <= 40 for b in batches)

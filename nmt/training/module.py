@@ -47,24 +47,33 @@ class TranslationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss_sum, nll_sum, n_tokens = self._shared_step(batch, "train")
-        loss = loss_sum / n_tokens  # normalised per target token
-        if not self._finite_on_every_rank(loss):
+        finite, all_tokens, all_loss = self._sum_over_ranks(loss_sum, n_tokens)
+        if not finite:
             return self._skip_nonfinite_step()
         self.nonfinite_in_a_row = 0
         self._update_throughput(n_tokens)
+        # Normalised by the target tokens of all ranks (fairseq's sample_size), times W because DDP
+        # averages the ranks' gradients: W ranks with parts of a batch then take exactly the step of
+        # one process with the whole batch (tests/test_scale.py). With one process: loss_sum / n_tokens.
+        loss = loss_sum * (self.trainer.world_size / all_tokens)
         bs = batch["src"].size(0)
-        self.log("loss", loss, prog_bar=True, batch_size=bs)
+        self.log("loss", all_loss / all_tokens, prog_bar=True, batch_size=bs)
         self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=bs)
         if self._tokens_per_s is not None:
             self.log("tok/s", self._tokens_per_s, prog_bar=True, batch_size=bs)
         return loss
 
-    def _finite_on_every_rank(self, loss: torch.Tensor) -> bool:
-        """One host sync per step; under DDP every rank must skip the same steps (no backward, no all-reduce)."""
-        finite = torch.isfinite(loss.detach()).to(torch.float32)
+    def _sum_over_ranks(self, loss_sum: torch.Tensor, n_tokens: int) -> tuple[bool, float, float]:
+        """One host sync per step (one all-reduce under DDP): whether every rank's loss is finite,
+        and the target tokens and loss summed over the ranks. Every rank must skip the same steps
+        (no backward, no all-reduce of gradients)."""
+        totals = torch.stack([torch.isfinite(loss_sum.detach()).to(torch.float64),
+                              torch.tensor(float(n_tokens), dtype=torch.float64, device=loss_sum.device),
+                              loss_sum.detach().to(torch.float64)])
         if self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce(finite, reduce_op="sum") / self.trainer.world_size
-        return bool(finite == 1)
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        finite, tokens, loss = totals.tolist()
+        return finite == self.trainer.world_size, tokens, loss
 
     def _skip_nonfinite_step(self) -> None:
         """A NaN/inf loss: no backward and no parameter update (returning None makes Lightning skip

@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from nmt.checkpoint import StoredModel, checkpoint_bytes, load_model, load_weights, read_stored_model
 from nmt.config import ExperimentConfig, save_config
-from nmt.data import TranslationDataModule, load_raw
+from nmt.data import Prepared, TranslationDataModule, load_raw, open_prepared, prepare_corpus
 from nmt.decoding.beam import BeamOptions
 from nmt.training.checkpoint_io import AtomicCheckpointIO
 from nmt.evaluation import corpus_scores
@@ -91,7 +91,10 @@ def check_disk_space(run_dir: Path, checkpoint_size: int) -> None:
 def _check_same_experiment(old: dict, new: dict, where: Path) -> None:
     for section, values in new.items():
         for key, value in values.items():
-            if old.get(section, {}).get(key) != value and not (section == "trainer" and key in RESUMABLE_CHANGES):
+            may_change = section == "trainer" and key in RESUMABLE_CHANGES
+            if key == "num_workers" and new["data"]["streaming"] and not new["data"]["prepared_dir"]:
+                may_change = False  # a resumed stream replays each worker's round-robin share
+            if old.get(section, {}).get(key) != value and not may_change:
                 raise RunError(f"--resume: {section}.{key} is {value!r} but the run in {where.parent} used "
                                f"{old.get(section, {}).get(key)!r}; only trainer.{{{', '.join(sorted(RESUMABLE_CHANGES))}}} may change")
 
@@ -116,6 +119,38 @@ def check_init_from(cfg: ExperimentConfig, init: StoredModel, path: Path) -> Non
                            f"only model.{{{', '.join(sorted(FINE_TUNABLE))}}} may change when fine-tuning")
 
 
+def _wait_for(path: Path, what: str) -> None:
+    """Other ranks (torchrun/SLURM start them together) wait for rank 0 to write `path`."""
+    for _ in range(24 * 3600):
+        if path.exists():
+            return
+        time.sleep(1)
+    raise RunError(f"timed out waiting for rank 0 to write {what} ({path})")
+
+
+def prepare_data(cfg: ExperimentConfig, run_dir: Path, init: StoredModel | None = None) -> Prepared:
+    """data.prepared_dir: open it, or prepare it first (rank 0; the others wait for it). The
+    run directory gets a copy of its tokenizer, so the run stays self-contained."""
+    path = Path(cfg.data.prepared_dir)
+    if rank_zero_only.rank == 0:
+        if (path / "meta.json").is_file():
+            say(f"prepared data: {path}")
+        else:
+            prepare_corpus(cfg, path, tokenizer=init.tokenizer if init is not None else None, say=say)
+    else:
+        _wait_for(path / "meta.json", "the prepared data")
+    prepared = open_prepared(path, cfg)
+    tokenizer = prepared.tokenizer()
+    if init is not None and tokenizer.state_dict() != init.tokenizer.state_dict():
+        raise RunError(f"--init-from: {path} was prepared with another tokenizer than the checkpoint's; "
+                       "set data.prepared_dir to a new directory (it is then prepared with the checkpoint's)")
+    directory = run_dir / "tokenizer"
+    if rank_zero_only.rank == 0 and not (directory / "DONE").is_file():
+        tokenizer.save(directory)
+        (directory / "DONE").touch()
+    return prepared
+
+
 def prepare_tokenizer(cfg: ExperimentConfig, run_dir: Path, init: StoredModel | None = None) -> Tokenizer:
     """Train SentencePiece on the training split once (rank 0), or reuse the run's own, or take
     the one of the checkpoint being fine-tuned."""
@@ -126,12 +161,9 @@ def prepare_tokenizer(cfg: ExperimentConfig, run_dir: Path, init: StoredModel | 
         init.tokenizer.save(directory)
         (directory / "DONE").touch()
         return init.tokenizer
-    if rank_zero_only.rank != 0:  # other ranks (torchrun/SLURM start them together) wait for rank 0
-        for _ in range(3600):
-            time.sleep(1)
-            if (directory / "DONE").is_file():
-                return Tokenizer.load(directory)
-        raise RunError(f"timed out waiting for rank 0 to write the tokenizer to {directory}")
+    if rank_zero_only.rank != 0:
+        _wait_for(directory / "DONE", "the tokenizer")
+        return Tokenizer.load(directory)
     raw = load_raw(cfg.data, "train", streaming=cfg.data.streaming)
     src = (ex["src"] for ex in raw)
     tgt = (ex["tgt"] for ex in load_raw(cfg.data, "train", streaming=cfg.data.streaming))
@@ -292,15 +324,16 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
         check_init_from(cfg, init, init_from)
     prepare_run_dir(cfg, run_dir, resume=resume, init_from=init_from)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    tokenizer = prepare_tokenizer(cfg, run_dir, init)
-    data = TranslationDataModule(cfg, tokenizer)
+    prepared = prepare_data(cfg, run_dir, init) if cfg.data.prepared_dir else None
+    tokenizer = prepared.tokenizer() if prepared else prepare_tokenizer(cfg, run_dir, init)
+    data = TranslationDataModule(cfg, tokenizer, prepared)
     data.setup("fit")
     module = TranslationModule(cfg=cfg, tokenizer=tokenizer)
     if init is not None and not resume:
         load_weights(module.model, init.state, init_from)
         say(f"initialised from {init_from} (weights and vocabulary; new optimizer state and schedule)")
     check_disk_space(run_dir, checkpoint_bytes(module.model))
-    n_batches = None if cfg.data.streaming else len(data.train_dataloader())
+    n_batches = None if data.streaming else len(data.train_sampler())
     trainer = build_trainer(cfg, run_dir, resume=resume, extra_callbacks=list(callbacks))
     _print_start_summary(cfg, data, module, trainer, run_dir, n_batches)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -351,7 +384,8 @@ def _print_start_summary(cfg, data, module, trainer, run_dir, n_batches) -> None
     d, m = cfg.data, cfg.model
     tok = module.tokenizer
     vocab = f"joint {tok.src_vocab_size}" if tok.joint else f"src {tok.src_vocab_size}, tgt {tok.tgt_vocab_size}"
-    train_line = "streaming (counts logged per epoch)" if d.streaming else str(data.train_stats)
+    train_line = "streaming (tokenised on the fly, repeated until the step or time limit)" if data.streaming \
+        else f"{data.train_stats}{' (prepared: ' + d.prepared_dir + ')' if d.prepared_dir else ''}"
     say("=" * 78)
     say(f"nmt: {d.src_lang}->{d.tgt_lang} {m.type}, run directory {run_dir}")
     say(f"  data       source {d.source}; train: {train_line}")
