@@ -40,8 +40,9 @@ class DataConfig:
     hub_config: str | None = None  # hub: dataset config, e.g. zh-en
     skip_invalid_utf8: bool = False  # text source: skip line pairs that are not valid UTF-8 (counted) instead of failing
     streaming: bool = False  # read the corpus as a stream (larger than memory); training repeats it until max_steps/max_time
-    # Prepared data for large corpora: the training split tokenised once into this directory
-    # (nmt-prepare CONFIG, or nmt-train on first use), lengths stored, memory-mapped at start.
+    # Prepared data for large corpora: the training split, read as a stream (no full download),
+    # tokenised once into this directory (nmt-prepare CONFIG, or nmt-train on first use) with
+    # its lengths; every start memory-maps it. Other splits are read as usual.
     prepared_dir: str | None = None  # None: tokenise at start (in memory, or streamed)
     stream_buffer: int = 20000  # streaming: examples read ahead, length-sorted into batches
     num_proc: int = 1  # processes for datasets.map tokenisation (non-streaming)

@@ -535,6 +535,21 @@ def prepare_corpus(cfg: ExperimentConfig, out: Path, *, tokenizer: Tokenizer | N
     `out.partial/` and renamed to `out` at the end, so a killed preparation leaves no directory
     that looks finished; it is started again from the beginning.
     """
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(out.with_name(out.name + ".lock"), "w")  # noqa: SIM115  (held until the function returns)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DataError(f"{out}: another process is preparing it (lock {lock.name}); wait for it") from None
+    try:
+        return _prepare_locked(cfg, out, tokenizer, say)
+    finally:
+        lock.close()
+
+
+def _prepare_locked(cfg: ExperimentConfig, out: Path, tokenizer: Tokenizer | None, say) -> Prepared:
     t0 = time.perf_counter()
     d = cfg.data
     partial_dir = out.with_name(out.name + ".partial")

@@ -148,8 +148,8 @@ def test_sweep_trains_each_variant_and_ranks_them_on_valid(tmp_path):
 
 # -- the GPU recipe's data path, offline ------------------------------------------------------------
 
-def test_wmt_base_config_streams_a_hub_layout_dataset_offline(tmp_path):
-    """configs/wmt_zh_en_base.yaml as shipped, pointed at a local directory in the layout of
+def test_wmt_base_config_prepares_a_hub_layout_dataset_offline(tmp_path):
+    """configs/wmt_zh_en_base.yaml as shipped (prepared data), pointed at a local directory in the layout of
     wmt/wmt19 (config zh-en, `translation` records, parquet shards) and shrunk to a tiny model on CPU."""
     import datasets
 
@@ -165,13 +165,16 @@ def test_wmt_base_config_streams_a_hub_layout_dataset_offline(tmp_path):
                                     "  - split: train\n    path: zh-en/train-*\n"
                                     "  - split: validation\n    path: zh-en/validation-*\n---\n", encoding="utf-8")
     tiny = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64", "model.n_encoder_layers=1",
-            "model.n_decoder_layers=1", "tokenizer.vocab_size=120", "data.max_tokens=400", "data.stream_buffer=50",
+            "model.n_decoder_layers=1", "tokenizer.vocab_size=120", "data.max_tokens=400",
             "trainer.max_steps=4", "trainer.accelerator=cpu", "trainer.precision=32-true",
             "trainer.accumulate_grad_batches=1", "trainer.val_check_interval=2", "trainer.val_bleu_sentences=8",
             "trainer.save_every_n_steps=2"]
-    cfg = load_config(ROOT / "configs" / "wmt_zh_en_base.yaml", [f"data.hub_name={repo}", *tiny])
-    assert cfg.data.streaming and cfg.data.hub_config == "zh-en"
+    cfg = load_config(ROOT / "configs" / "wmt_zh_en_base.yaml",
+                      [f"data.hub_name={repo}", f"data.prepared_dir={tmp_path / 'prepared'}", "data.num_proc=2", *tiny])
+    assert cfg.data.hub_config == "zh-en"
     result = train(cfg, tmp_path / "run", test=False)
+    prepared = json.loads((tmp_path / "prepared" / "meta.json").read_text())
+    assert prepared["stats"]["read"] == len(pairs) and prepared["pairs"] > 0  # both readers' shares, once
     stored = read_stored_model(result.run_dir / "checkpoints" / "last.ckpt")
     assert stored.tokenizer.src_normalize == ["zh_hans"]
     assert torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
