@@ -116,6 +116,8 @@ class TrainerConfig:
     max_steps: int = -1  # optimizer steps (-1: no limit)
     max_epochs: int = -1  # passes over the data (-1: no limit)
     max_time: str | None = None  # wall-clock limit "DD:HH:MM:SS" (None: no limit)
+    checkpoint_every: str | None = "00:00:05:00"  # write the resumable checkpoints/last.ckpt this often ("DD:HH:MM:SS"
+    # of training time; also after every validation and at the end; None: only then): a kill loses at most this much
     accelerator: str = "auto"  # cpu | gpu | auto
     devices: str = "auto"  # number of devices, a list like "0,1", or auto
     num_nodes: int = 1
@@ -271,10 +273,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if isinstance(d.train, list) and (not d.train or d.source in ("hsk", "toy_reverse")):
         raise ConfigError(f"data.train: a list of training corpora needs data.source text, tsv, csv, jsonl or hub "
                           f"and at least one entry, got {d.train!r} with source {d.source}")
-    if t.max_time is not None:
-        parts = t.max_time.split(":")
-        if len(parts) != 4 or not all(p.isdigit() for p in parts):
-            raise ConfigError(f"trainer.max_time must look like DD:HH:MM:SS, got '{t.max_time}'")
+    for key in ("max_time", "checkpoint_every"):
+        value = getattr(t, key)
+        parts = [] if value is None else value.split(":")
+        if value is not None and (len(parts) != 4 or not all(p.isdigit() for p in parts)):
+            raise ConfigError(f"trainer.{key} must look like DD:HH:MM:SS, got '{value}'")
+    if t.checkpoint_every is not None and not any(int(p) for p in t.checkpoint_every.split(":")):
+        raise ConfigError("trainer.checkpoint_every must be longer than 00:00:00:00 (null: only at validation and the end)")
     return cfg
 
 

@@ -61,7 +61,7 @@ def training_record(checkpoint: Path) -> dict:
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
         record["steps"] = ckpt.get("global_step")
         for key, state in ckpt.get("callbacks", {}).items():
-            if key.startswith("StopAndSave") and "elapsed" in state:
+            if key.startswith(("LastCheckpoint", "StopAndSave")) and "elapsed" in state:
                 record["train_minutes"] = round(state["elapsed"] / 60, 1)
     env = run_dir / "environment.json"
     if env.is_file():

@@ -10,6 +10,7 @@ import errno
 import io
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -232,34 +233,167 @@ def _losses(run_dir: Path) -> dict[int, float]:
         return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")}
 
 
-def test_sigkill_during_training_resumes_at_the_checkpointed_step(tmp_path):
-    """Kill a real training process (SIGKILL: no handler runs) right after its first checkpoint;
-    --resume continues from that step, and steps after it have the losses of an uninterrupted run
-    (same batches, optimizer and schedule state)."""
-    quick = [arg for kv in QUICK for arg in ("--set", kv)]
+# A checkpoint write that lingers between the temporary file and the rename, so a kill can land
+# inside it; everything else is nmt-train's own main.
+SLOW_WRITE = """
+import sys, time, torch
+real = torch.save
+def slow(obj, f, *args, **kwargs):
+    real(obj, f, *args, **kwargs)
+    if isinstance(obj, dict) and "global_step" in obj:
+        time.sleep(2)
+torch.save = slow
+from nmt.cli import train
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def _weights(path: Path) -> dict:
+    ckpt = torch.load(path, weights_only=True)
+    return {"step": ckpt["global_step"], **ckpt["state_dict"]}
+
+
+def test_sigkill_at_random_moments_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    """Kill a real nmt-train (SIGKILL: no handler runs) three times, at moments drawn at random:
+    before its first validation (only the periodic last.ckpt exists), mid-epoch, and inside a
+    checkpoint write (the temporary file on disk). Each time --resume continues; the final weights
+    equal those of an uninterrupted run (dropout on: the random state resumes too)."""
+    seed = int(os.environ.get("NMT_KILL_SEED", time.time_ns() % 10_000))  # printed on failure: rerun with it
+    rng = random.Random(seed)
+    settings_ = ["trainer.max_steps=100", "trainer.val_check_interval=40", "trainer.log_every_n_steps=1",
+                 "trainer.val_bleu_sentences=20", "data.limit_train=2000", "model.dropout=0.1",
+                 "trainer.checkpoint_every=00:00:00:01"]
+    args = ["--no-test", *[a for kv in settings_ for a in ("--set", kv)]]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    args = [sys.executable, "-m", "nmt.cli.train", TOY, "--no-test", "--set", "trainer.max_steps=60", *quick]
-    done = subprocess.run([*args, "--output-dir", str(straight)], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "nmt.cli.train", TOY, "--output-dir", str(straight), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    proc = subprocess.Popen([*args, "--output-dir", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
-    last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-    step = torch.load(last, weights_only=True)["global_step"]
-    assert step in (20, 40), step  # killed after the first checkpoint, before the end
-    resumed = subprocess.run([*args, "--output-dir", str(killed), "--resume"], capture_output=True, text=True, env=env,
-                             timeout=600)
+    ckpts, last = killed / "checkpoints", killed / "checkpoints" / "last.ckpt"
+
+    def start(resume: bool, script: list[str]) -> subprocess.Popen:
+        return subprocess.Popen([*script, TOY, "--output-dir", str(killed), *args, *(["--resume"] if resume else [])],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+
+    def kill_when(proc: subprocess.Popen, ready, delay: float = 0.0) -> None:
+        deadline = time.monotonic() + 300
+        while not ready() and time.monotonic() < deadline:
+            assert proc.poll() is None, f"seed {seed}: the run ended before the kill: {proc.stderr.read()[-2000:]}"
+            time.sleep(0.01)
+        time.sleep(delay)
+        assert proc.poll() is None, f"seed {seed}: the run ended before the kill"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+
+    def step() -> int:
+        return torch.load(last, weights_only=True)["global_step"]
+
+    plain = [sys.executable, "-m", "nmt.cli.train"]
+    # 1. before the first validation: a periodic last.ckpt, no best-*.ckpt yet
+    proc = start(False, plain)
+    kill_when(proc, lambda: last.is_file())
+    assert not list(ckpts.glob("best-*.ckpt")) and 0 < step() < 40, f"seed {seed}"
+    # 2. mid-epoch, a random moment after the resumed run's first new checkpoint
+    first = step()
+    proc = start(True, plain)
+    kill_when(proc, lambda: step() > first, delay=rng.uniform(0.0, 1.0))
+    # 3. inside a checkpoint write: the temporary file exists, the rename has not happened
+    proc = start(True, [sys.executable, "-c", SLOW_WRITE])
+    kill_when(proc, lambda: bool(list(ckpts.glob(".*.tmp*"))))
+    assert list(ckpts.glob(".*.tmp*")), f"seed {seed}"
+    resumed = subprocess.run([*plain, TOY, "--output-dir", str(killed), *args, "--resume"], capture_output=True,
+                             text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert torch.load(last, weights_only=True)["global_step"] == 60
-    a, b = _losses(straight), _losses(killed)
-    for s in range(step, 60):
-        assert b[s] == pytest.approx(a[s], rel=1e-4), s
-    assert not list((killed / "checkpoints").glob(".*tmp*")), "a temporary checkpoint file was left behind"
+    assert not list(ckpts.glob(".*tmp*")), "a temporary checkpoint file was left behind"
+    assert sorted(p.name for p in ckpts.iterdir()) == sorted(p.name for p in (straight / "checkpoints").iterdir())
+    a, b = _weights(straight / "checkpoints" / "last.ckpt"), _weights(last)
+    assert a["step"] == b["step"] == 100
+    for name in a:
+        assert torch.allclose(torch.as_tensor(a[name]), torch.as_tensor(b[name]), rtol=1e-4, atol=1e-6), \
+            f"seed {seed}: {name} differs from the uninterrupted run"
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path):
+    """SIGINT (Ctrl-C) while training: exit code 130 and `nmt-train: interrupted`, no traceback
+    (Lightning itself would exit with 1)."""
+    proc = subprocess.Popen([sys.executable, "-m", "nmt.cli.train", TOY, "--output-dir", str(tmp_path / "run"),
+                             "--no-test", "--set", "trainer.max_steps=100000", "--set", "trainer.log_every_n_steps=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:  # the first step's log line: training has begun
+        if line.startswith("step "):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "nmt-train: interrupted", err[-2000:]
+
+
+def test_training_time_before_a_resume_counts_towards_max_time(tmp_path):
+    """The elapsed training time is stored in last.ckpt and restored: a resumed run whose
+    trainer.max_time is already used up stops after one step (without the restore it would train
+    for another second, about ten toy steps)."""
+    run_dir = tmp_path / "run"
+    quick = [a for kv in QUICK for a in ("--set", kv)]
+    train_cli.main([TOY, "--output-dir", str(run_dir), "--no-test", "--set", "trainer.max_steps=30", *quick])
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    elapsed = next(v["elapsed"] for k, v in ckpt["callbacks"].items() if k.startswith("LastCheckpoint"))
+    assert elapsed > 1.0
+    code = train_cli.main([TOY, "--output-dir", str(run_dir), "--no-test", "--resume", "--set", "trainer.max_steps=100000",
+                           "--set", "trainer.max_time=00:00:00:01", *quick])
+    assert code == 0
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 31
+
+
+def test_a_run_directory_is_resumed_or_overwritten_never_mixed(tmp_path, capsys, monkeypatch):
+    """A directory that holds only weights-only step checkpoints (killed before last.ckpt) cannot be
+    resumed and is not silently trained into again; --overwrite starts afresh, leaving no file of
+    the old run (no step10-v1.ckpt beside step10.ckpt), and one resumable last.ckpt."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {}}, run_dir / "checkpoints" / "step10.ckpt")
+    (run_dir / "keep.txt").write_text("the user's own file")
+    base = [TOY, "--output-dir", str(run_dir), "--no-test", "--set", "trainer.max_steps=20", "--set",
+            "trainer.save_every_n_steps=10", *[a for kv in QUICK for a in ("--set", kv)]]
+    code, _, err = call(capsys, monkeypatch, train_cli.main, base)
+    assert_one_line(code, err, "already holds a run (checkpoints/): pass --resume to continue it, --overwrite")
+    code, _, err = call(capsys, monkeypatch, train_cli.main, [*base, "--resume"])
+    assert_one_line(code, err, "step10.ckpt hold weights only; start again with --overwrite")
+    code, _, err = call(capsys, monkeypatch, train_cli.main, [*base, "--overwrite"])
+    assert code == 0, err
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["best-step20-bleu%.2f.ckpt" % _best_bleu(run_dir), "last.ckpt", "step10.ckpt", "step20.ckpt"]
+    assert torch.load(run_dir / "checkpoints" / "step10.ckpt", weights_only=True).get("global_step") == 10
+    assert (run_dir / "keep.txt").read_text() == "the user's own file"
+
+
+def _best_bleu(run_dir: Path) -> float:
+    best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
+    return float(best.stem.rsplit("bleu", 1)[1])
+
+
+def test_a_log_file_gets_plain_lines_not_bar_redraws(tmp_path):
+    """Output to a file: no carriage returns, no line longer than a few hundred characters, one
+    line per log interval with loss, lr, tokens/s and elapsed time, and none of Lightning's
+    start-up noise."""
+    log = tmp_path / "train.log"
+    with log.open("w") as f:
+        done = subprocess.run([sys.executable, "-m", "nmt.cli.train", TOY, "--output-dir", str(tmp_path / "run"),
+                               "--no-test", "--set", "trainer.max_steps=40", "--set", "trainer.log_every_n_steps=10",
+                               "--set", "trainer.val_check_interval=20", "--set", "trainer.val_bleu_sentences=20",
+                               "--set", "data.limit_train=2000"],
+                              stdout=f, stderr=subprocess.STDOUT, env={k: v for k, v in os.environ.items() if k != "CI"})
+    text = log.read_text(encoding="utf-8")
+    assert done.returncode == 0, text[-2000:]
+    assert "\r" not in text
+    assert max(len(line) for line in text.splitlines()) <= 300
+    steps = [line for line in text.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["10/40", "20/40", "30/40", "40/40"]
+    assert all(k in steps[-1] for k in ("loss ", "lr ", "tok/s ", "elapsed "))
+    assert sum(line.startswith("validation at step ") for line in text.splitlines()) == 2
+    for noise in ("GPU available", "TPU available", "Tip:", "weights_only", "Trainer.fit"):
+        assert noise not in text, noise
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -13,6 +13,12 @@ from nmt.tokenizer import TokenizerError
 # Noise from library internals that a user cannot act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")  # metrics.csv gets every N steps
+# nmt-train refuses a run directory that holds a run unless --resume (KeepMetricsOnResume keeps the
+# old rows) or --overwrite, and its loaders skip what a resumed checkpoint had seen (exact resume).
+warnings.filterwarnings("ignore", message=r".*Experiment logs directory .* exists and is not empty.*")
+warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
 # Validation metrics are computed from all ranks' gathered sentences, so they are already global.
 # Steps with a non-finite loss return None on purpose; TranslationModule prints its own warning.
 warnings.filterwarnings("ignore", message=r".*`training_step` returned `None`.*")

@@ -1,4 +1,4 @@
-"""nmt-train CONFIG [--set section.key=value ...] [--output-dir DIR] [--resume] [--init-from CKPT]"""
+"""nmt-train CONFIG [--set section.key=value ...] [--output-dir DIR] [--resume | --overwrite] [--init-from CKPT]"""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="override one config value (repeatable), e.g. --set trainer.max_steps=100")
     p.add_argument("--output-dir", type=Path, default=None, help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from checkpoints/last.ckpt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in an --output-dir that holds a run (removes its checkpoints, logs, tokenizer, "
+                        "test output and config)")
     p.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
                    help="fine-tune: start from this checkpoint's weights and vocabulary (not its optimizer state or "
                         "step count); the config's model and tokenizer settings must match it")
@@ -31,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         cfg = load_config(args.config, args.overrides)
         train(cfg, args.output_dir or Path("runs") / Path(args.config).stem, resume=args.resume,
-              test=not args.no_test, init_from=args.init_from)
+              test=not args.no_test, init_from=args.init_from,
+              overwrite=args.overwrite)
         return 0
 
     return run_cli("nmt-train", body, (RunError,))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import ctypes
 import json
+import logging
 import os
 import shutil
 import sys
@@ -20,7 +21,7 @@ import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from nmt.checkpoint import StoredModel, checkpoint_bytes, load_model, load_weights, read_stored_model
@@ -36,7 +37,7 @@ from nmt.training.module import TranslationModule
 from nmt.translator import translate
 
 # Keys that may change between a run and its resumption (how long to train), all in `trainer`.
-RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_time", "early_stopping_patience", "num_workers"}
+RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_time", "early_stopping_patience", "num_workers", "checkpoint_every"}
 
 
 class RunError(RuntimeError):
@@ -48,20 +49,40 @@ def say(message: str = "") -> None:
         print(message, flush=True)
 
 
-def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, init_from: Path | None = None) -> None:
-    """Create/check the run directory before any expensive work; save the resolved config."""
+# What a run writes into its directory; --overwrite removes exactly these (nothing else of the user's).
+RUN_OUTPUTS = ("checkpoints", "logs", "tokenizer", "test", "config.yaml", "environment.json")
+
+
+def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, init_from: Path | None = None,
+                    overwrite: bool = False) -> None:
+    """Create/check the run directory before any expensive work; save the resolved config. A
+    directory that holds checkpoints is continued (--resume) or replaced (--overwrite), never
+    mixed with a second run (Lightning would version the new files beside the old ones)."""
     last = run_dir / "checkpoints" / "last.ckpt"
     saved = run_dir / "config.yaml"
+    if resume and overwrite:
+        raise RunError("--resume and --overwrite exclude each other: continue the run or start it again")
     if resume:
         if not last.is_file():
-            raise RunError(f"--resume: no checkpoint to resume from at {last}")
+            weights = sorted(p.name for p in last.parent.glob("*.ckpt"))
+            raise RunError(f"--resume: no checkpoint to resume from at {last}"
+                           + (f" ({', '.join(weights)} hold weights only; start again with --overwrite, or fine-tune "
+                              f"from one with --init-from)" if weights else ""))
         for stale in last.parent.glob(".*.tmp*"):  # a write cut short by a kill; the target file is intact
             stale.unlink(missing_ok=True)
         if saved.is_file():
             _check_same_experiment(yaml.safe_load(saved.read_text(encoding="utf-8")), cfg.to_dict(), saved)
-    elif last.is_file():
-        raise RunError(f"{run_dir} already holds a run (checkpoints/last.ckpt): pass --resume to continue it "
-                       "or choose another --output-dir")
+    elif overwrite:
+        if rank_zero_only.rank == 0:
+            for name in RUN_OUTPUTS:
+                target = run_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+    elif (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.ckpt")):
+        raise RunError(f"{run_dir} already holds a run (checkpoints/): pass --resume to continue it, --overwrite to "
+                       "start it again, or choose another --output-dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-test-{os.getpid()}"
@@ -182,38 +203,56 @@ class ProgressBar(TQDMProgressBar):
         return metrics
 
 
-class StopAndSave(Callback):
-    """Ends training at `trainer.max_time` and writes checkpoints/last.ckpt at the final batch.
+def seconds(interval: str) -> int:
+    """'DD:HH:MM:SS' (trainer.max_time, trainer.checkpoint_every) -> seconds."""
+    days, hours, minutes, secs = (int(x) for x in interval.split(":"))
+    return ((days * 24 + hours) * 60 + minutes) * 60 + secs
 
-    Lightning's ModelCheckpoint writes `last` at validation, and at train end only if it never
-    wrote one, so the steps since the last validation would be lost; a checkpoint written in
-    `on_train_end` would mark the epoch as finished and break the resumed batch order. Saving in
-    `on_train_batch_end` of the final batch resumes exactly. The time limit lives here (instead of
-    Lightning's Timer, which runs after this callback) so the final batch is known when it ends;
-    training time spent before a resume counts towards it.
+
+class LastCheckpoint(Checkpoint):
+    """The run's one resumable checkpoint, checkpoints/last.ckpt (weights, optimizer, schedule,
+    batch position, elapsed time), and the time limit `trainer.max_time`.
+
+    Written at the end of a training batch: every `trainer.checkpoint_every` of wall-clock time
+    (a kill loses at most that much), at the final batch, and after each validation (so it also
+    holds the best-checkpoint bookkeeping). Saving at the end of a batch resumes exactly; a
+    checkpoint written in `on_train_end` would mark the epoch as finished and break the resumed
+    batch order. The time limit lives here (instead of Lightning's Timer, which runs after this
+    callback) so the final batch is known when it ends; training time spent before a resume
+    counts towards it. Under several processes rank 0's clock decides for all of them, so every
+    rank stops and saves at the same step (trainer.save_checkpoint is collective).
+
+    A `Checkpoint` subclass only so that Lightning runs it after ModelCheckpoint (listed before
+    it): the checkpoint written after a validation then includes that validation's best score.
     """
 
-    def __init__(self, path: Path, max_time: str | None) -> None:
+    def __init__(self, path: Path, max_time: str | None, every: str | None) -> None:
         self.path = path
-        self.max_seconds = None
-        if max_time:
-            days, hours, minutes, seconds = (int(x) for x in max_time.split(":"))
-            self.max_seconds = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-        self.elapsed_before, self._start = 0.0, time.monotonic()
+        self.max_seconds = seconds(max_time) if max_time else None
+        self.every = seconds(every) if every else None
+        self.elapsed_before, self._start, self._saved_at = 0.0, time.monotonic(), 0.0
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self._start
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.monotonic()
-
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
-        if self.max_seconds is not None and self.elapsed() >= self.max_seconds:
+        elapsed = self.elapsed()
+        if trainer.world_size > 1 and (self.max_seconds is not None or self.every is not None):
+            elapsed = trainer.strategy.broadcast(elapsed)  # rank 0's clock, the same decision everywhere
+        if self.max_seconds is not None and elapsed >= self.max_seconds:
             trainer.should_stop = True
         final = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step or (
             trainer.is_last_batch and 0 < (trainer.max_epochs or 0) <= trainer.current_epoch + 1)
-        if final:
-            trainer.save_checkpoint(self.path)
+        if final or (self.every is not None and elapsed - self._saved_at >= self.every):
+            self._save(trainer, elapsed)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._save(trainer, self.elapsed())
+
+    def _save(self, trainer: L.Trainer, elapsed: float) -> None:
+        self._saved_at = elapsed
+        trainer.save_checkpoint(self.path)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # wall-clock seconds of the run so far (validation included): x axis of learning curves
@@ -221,10 +260,77 @@ class StopAndSave(Callback):
             pl_module.log("wall_s", round(self.elapsed(), 1), rank_zero_only=True)
 
     def state_dict(self) -> dict:
-        return {"elapsed": self.elapsed()}
+        # torch's random state too: the resumed run draws the dropout masks the killed one would have
+        state = {"elapsed": self.elapsed(), "torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.elapsed_before = float(state.get("elapsed", 0.0))
+        self._rng = state.get("torch_rng"), state.get("cuda_rng")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.monotonic()
+        self._saved_at = self.elapsed()
+        torch_rng, cuda_rng = getattr(self, "_rng", (None, None))
+        if torch_rng is not None:  # restored here, after Lightning's own set-up has drawn what it draws
+            torch.set_rng_state(torch_rng)
+        if cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(cuda_rng)
+        self._rng = None, None
+
+
+class LogLines(Callback):
+    """Output to a file or a pipe is a log, not a terminal: no progress bar (its redraws would fill
+    the file), but a plain line every `every` optimizer steps and one after each validation."""
+
+    def __init__(self, every: int, clock: LastCheckpoint) -> None:
+        self.every, self.clock, self._last = max(1, every), clock, -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        step = trainer.global_step
+        if step == self._last or step % self.every:
+            return
+        self._last = step
+        m = trainer.progress_bar_metrics
+        of = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
+        speed = f"  tok/s {m['tok/s']:,.0f}" if "tok/s" in m else ""
+        say(f"step {step}{of}  epoch {trainer.current_epoch}  loss {m.get('loss', float('nan')):.3f}  "
+            f"lr {m.get('lr', 0.0):.3g}{speed}  elapsed {_clock(self.clock.elapsed())}")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        m = trainer.callback_metrics
+        if "val_bleu" in m:
+            say(f"validation at step {trainer.global_step}: BLEU {float(m['val_bleu']):.2f}  chrF "
+                f"{float(m['val_chrf']):.2f}  loss {float(m['val_loss']):.3f}  elapsed {_clock(self.clock.elapsed())}")
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class _DropLightningNoise(logging.Filter):
+    """Lightning's start-up lines that a user of nmt-train cannot act on (our own summary says
+    which device is used): GPU/TPU availability, advertising tips, checkpoint-loading defaults."""
+
+    NOISE = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "`weights_only` was not set",
+             "LOCAL_RANK:", "You are using a CUDA device", "`Trainer.fit` stopped:", "Restoring states from",
+             "Restored all states from")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage().lstrip()
+        return not message.startswith(self.NOISE)
+
+
+def quiet_lightning() -> None:
+    noise = _DropLightningNoise()
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        if not any(isinstance(f, _DropLightningNoise) for f in handler.filters):
+            handler.addFilter(noise)
 
 
 class KeepMetricsOnResume(Callback):
@@ -249,9 +355,12 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False,
     t = cfg.trainer
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-step{step}-bleu{val_bleu:.2f}",
-        auto_insert_metric_name=False, monitor="val_bleu", mode="max", save_top_k=1, save_last=True)
-    callbacks = [checkpoint, StopAndSave(run_dir / "checkpoints" / "last.ckpt", t.max_time),
-                 ProgressBar(refresh_rate=10 if os.environ.get("CI") else 1), *extra_callbacks]
+        auto_insert_metric_name=False, monitor="val_bleu", mode="max", save_top_k=1)
+    last = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", t.max_time, t.checkpoint_every)
+    terminal = sys.stdout.isatty() and not os.environ.get("CI")
+    show = ProgressBar(refresh_rate=1) if terminal else LogLines(t.log_every_n_steps, last)
+    callbacks = [checkpoint, last, show, *extra_callbacks]
+    quiet_lightning()
     if t.save_every_n_steps:  # the newest N sets of weights, for checkpoint averaging (nmt-average)
         callbacks.append(ModelCheckpoint(
             dirpath=run_dir / "checkpoints", filename="step{step}", auto_insert_metric_name=False, monitor="step",
@@ -277,7 +386,7 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False,
             gradient_clip_val=t.gradient_clip_val or None, val_check_interval=t.val_check_interval,
             check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, callbacks=callbacks,
             logger=loggers, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
-            num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
+            num_sanity_val_steps=0, enable_model_summary=False, deterministic=False, enable_progress_bar=terminal)
     except MisconfigurationException as err:  # no GPU, unknown strategy, ... in Lightning's words
         raise RunError(f"trainer.accelerator={t.accelerator}, devices={t.devices}, strategy={t.strategy}, "
                        f"precision={t.precision}: {err}") from None
@@ -311,7 +420,7 @@ def return_freed_memory_to_the_os() -> None:
 
 
 def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: bool = True,
-          callbacks: list[Callback] = (), init_from: Path | None = None) -> RunResult:
+          callbacks: list[Callback] = (), init_from: Path | None = None, overwrite: bool = False) -> RunResult:
     """nmt-train's whole job. `callbacks`: extra Lightning callbacks (own logging, benchmarks).
     `init_from`: a checkpoint to fine-tune (its weights and vocabulary; a fresh optimizer and
     schedule). A resumed run takes its weights from its own last checkpoint instead."""
@@ -322,7 +431,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
     if init_from is not None:
         init = read_stored_model(init_from)
         check_init_from(cfg, init, init_from)
-    prepare_run_dir(cfg, run_dir, resume=resume, init_from=init_from)
+    prepare_run_dir(cfg, run_dir, resume=resume, init_from=init_from, overwrite=overwrite)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     prepared = prepare_data(cfg, run_dir, init) if cfg.data.prepared_dir else None
     tokenizer = prepared.tokenizer() if prepared else prepare_tokenizer(cfg, run_dir, init)
@@ -337,7 +446,12 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
     trainer = build_trainer(cfg, run_dir, resume=resume, extra_callbacks=list(callbacks))
     _print_start_summary(cfg, data, module, trainer, run_dir, n_batches)
     last = run_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into exit code 1; say it was an interrupt (130)
+            raise KeyboardInterrupt from None
+        raise
     if module.stop_reason:
         raise RunError(f"{module.stop_reason}; the last checkpoint, {last}, holds the weights from before them")
     checkpoint = trainer.checkpoint_callback
