@@ -1,6 +1,7 @@
 """Beam search against a scripted model whose next-token probabilities are written in the test
 (fairseq's tests/test_sequence_generator.py style), plus properties on a real random model."""
 
+import itertools
 import math
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from nmt.decoding.beam import BeamOptions, beam_search, beam_step
 from nmt.decoding.greedy import greedy_decode
+from nmt.decoding.penalties import final_score
 from nmt.decoding.sampling import filter_logits, sample_decode
 from nmt.tokenizer import EOS_ID, PAD_ID
 from tests.test_model import small_model
@@ -175,3 +177,57 @@ def test_recorded_attention_rows_sum_to_one_and_skip_padding():
         assert attention.shape == (len(r[0].tokens) + 1, 6)
         torch.testing.assert_close(attention.sum(-1), torch.ones(attention.size(0)))
     assert (recorded[1][0].attention[:, 4:] == 0).all()
+
+
+def test_beams_that_swap_places_keep_their_own_cache():
+    """After step 1 the better beam comes from the second row ([B, A] 0.36 before [A, C] 0.33), so
+    the rows swap: the cache must follow (`reorder`), or the next step reads the other beam's
+    prefix. Wrong prefixes here fall back to `default`, which never ends a sentence."""
+    table = {(): dist(A=0.6, B=0.4), (A,): dist(C=0.55, B=0.45), (B,): dist(A=0.9, C=0.1),
+             (B, A): dist(EOS=1.0), (A, C): dist(EOS=1.0), (A, B): dist(EOS=1.0), (B, C): dist(EOS=1.0)}
+    model = ScriptedModel([table], dist(A=0.5, B=0.5))
+    hyps = beam_search(model, src_for(1), BeamOptions(beam_size=2, n_best=2, length_penalty="none"))[0]
+    assert [h.tokens for h in hyps] == [[B, A], [A, C]]
+    assert [h.logprob for h in hyps] == pytest.approx([math.log(0.36), math.log(0.33)])
+
+
+def random_tables(seed: int, length: int) -> dict[tuple, list[float]]:
+    """Every prefix of up to `length` tokens over {A, B, C} gets its own random distribution over
+    {A, B, C, EOS}."""
+    g = torch.Generator().manual_seed(seed)
+    tables, frontier = {}, [()]
+    for _ in range(length + 1):
+        nxt = []
+        for prefix in frontier:
+            p = torch.rand(4, generator=g) + 0.05
+            tables[prefix] = dist(**dict(zip(("A", "B", "C", "EOS"), (p / p.sum()).tolist())))
+            nxt += [prefix + (t,) for t in (A, B, C)]
+        frontier = nxt
+    return tables
+
+
+def exhaustive(tables: dict, length: int, penalty: str, alpha: float) -> list[tuple[list[int], float]]:
+    """Every output of at most `length` tokens (EOS forced after `length`), best first, with its final score."""
+    out = []
+    for n in range(length + 1):
+        for seq in itertools.product((A, B, C), repeat=n):
+            lp = sum(math.log(tables[seq[:i]][t]) for i, t in enumerate(seq))
+            lp += math.log(tables[seq][EOS_ID])  # at the limit only EOS may follow, with its own probability
+            out.append((list(seq), final_score(lp, n + 1, penalty=penalty, alpha=alpha)))
+    return sorted(out, key=lambda x: -x[1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("penalty, alpha", [("none", 0.0), ("gnmt", 1.0)])
+def test_a_beam_wider_than_the_search_space_finds_exactly_the_exhaustive_ranking(seed, penalty, alpha):
+    """3 tokens, at most 3 per output: 40 outputs. With 64 beams nothing is ever pruned, so the
+    n-best list must be the exhaustive ranking, and beam 2's best can be no better than it."""
+    tables = random_tables(seed, 3)
+    model = ScriptedModel([tables], dist(EOS=1.0))
+    opts = dict(min_len=0, max_len_a=0.0, max_len_b=3, length_penalty=penalty, alpha=alpha)
+    hyps = beam_search(model, src_for(1), BeamOptions(beam_size=64, n_best=40, **opts))[0]
+    truth = exhaustive(tables, 3, penalty, alpha)
+    assert [h.tokens for h in hyps] == [seq for seq, _ in truth]
+    assert [h.score for h in hyps] == pytest.approx([score for _, score in truth])
+    narrow = beam_search(model, src_for(1), BeamOptions(beam_size=2, **opts))[0][0]
+    assert narrow.score <= truth[0][1] + 1e-5  # float32 sums

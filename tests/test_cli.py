@@ -154,7 +154,6 @@ def test_evaluate_a_checkpoint_on_the_toy_test_split(toy_run, tmp_path):
 
 
 def test_translate_writes_attention_heatmaps(toy_run, tmp_path):
-    pytest.importorskip("matplotlib", reason="--attention needs matplotlib (the test extra installs it)")
     proc = run("nmt.cli.translate", "--checkpoint", str(toy_run / "checkpoints" / "last.ckpt"), "--src", "xx",
                "--tgt", "yy", "--attention", str(tmp_path / "att"), stdin="a b c\n\nd e\n")
     assert proc.returncode == 0, proc.stderr

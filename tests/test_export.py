@@ -13,6 +13,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+import ctranslate2  # the test extra installs it: a broken install fails here, it is not skipped
 
 from nmt.api import Translator, quantize_int8
 from nmt.checkpoint import LoadedModel, load_model
@@ -26,7 +27,6 @@ from nmt.masks import make_pad_mask
 from nmt.models import build_model
 from nmt.tokenizer import BOS_ID, EOS_ID
 
-ctranslate2 = pytest.importorskip("ctranslate2", reason="needs the ctranslate2 extra: pip install 'nmt[ctranslate2]'")
 
 
 def our_logprobs(model, src_ids: list[int], tgt_ids: list[int]) -> torch.Tensor:
@@ -57,6 +57,34 @@ def test_ctranslate2_scores_equal_ours(toy_ckpt, tmp_path, norm_first):
         theirs = torch.tensor(result.log_probs)
         assert result.tokens == tok.tgt_pieces(tgt_ids) + ["</s>"]
         torch.testing.assert_close(theirs, our_logprobs(model, src_ids, tgt_ids), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_separate_vocabularies_and_untied_embeddings_map_each_to_its_side(toy_ckpt, parallel_files, tmp_path, tie):
+    """The quickstart's shape: one SentencePiece model per language (Chinese and English pieces,
+    vocabularies of different sizes) with separate source and target embeddings. A swap of the
+    two embeddings or vocabularies in the export changes every score."""
+    from nmt.tokenizer import train_tokenizer
+
+    loaded = load_model(toy_ckpt)
+    zh = (parallel_files / "train.zh").read_text(encoding="utf-8").splitlines()
+    en = (parallel_files / "train.en").read_text(encoding="utf-8").splitlines()
+    tok_cfg = dataclasses.replace(loaded.cfg.tokenizer, joint=False, vocab_size=40, type="unigram")
+    tok = train_tokenizer(zh, en, tok_cfg)
+    assert not tok.joint and tok.src_vocab_size != tok.tgt_vocab_size
+    cfg = dataclasses.replace(loaded.cfg, tokenizer=tok_cfg,
+                              model=dataclasses.replace(loaded.cfg.model, tie_embeddings=tie, dropout=0.0))
+    torch.manual_seed(5)
+    model = build_model(cfg.model, tok).eval()
+    assert model.src_embed is not model.tgt_embed
+    export_ctranslate2(LoadedModel(cfg, tok, model), tmp_path / "ct2")
+    ct2 = ctranslate2.Translator(str(tmp_path / "ct2"), device="cpu")
+    for src, tgt in zip(zh[:8], en[:8]):
+        src_ids, tgt_ids = tok.encode_src([src])[0], tok.encode_tgt([tgt])[0]
+        (result,) = ct2.score_batch([tok.src_pieces(src_ids) + ["</s>"]], [tok.tgt_pieces(tgt_ids)])
+        assert result.tokens == tok.tgt_pieces(tgt_ids) + ["</s>"]
+        torch.testing.assert_close(torch.tensor(result.log_probs), our_logprobs(model, src_ids, tgt_ids),
+                                   atol=1e-4, rtol=1e-4)
 
 
 def test_exported_model_translates_like_ours(toy_ckpt, tmp_path, capsys):
