@@ -331,19 +331,18 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
 
 
 def test_training_time_before_a_resume_counts_towards_max_time(tmp_path):
-    """The elapsed training time is stored in last.ckpt and restored: a resumed run whose
-    trainer.max_time is already used up stops after one step (without the restore it would train
-    for another second, about ten toy steps)."""
+    """The elapsed training time is stored in last.ckpt and restored: a run stopped by
+    trainer.max_time (6 s) and resumed with the same limit stops after one more step (without the
+    restore it would train for another 6 s, dozens of toy steps)."""
     run_dir = tmp_path / "run"
     quick = [a for kv in QUICK for a in ("--set", kv)]
-    train_cli.main([TOY, "--output-dir", str(run_dir), "--no-test", "--set", "trainer.max_steps=30", *quick])
+    limit = ["--set", "trainer.max_steps=100000", "--set", "trainer.max_time=00:00:00:06"]
+    assert train_cli.main([TOY, "--output-dir", str(run_dir), "--no-test", *limit, *quick]) == 0
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     elapsed = next(v["elapsed"] for k, v in ckpt["callbacks"].items() if k.startswith("LastCheckpoint"))
-    assert elapsed > 1.0
-    code = train_cli.main([TOY, "--output-dir", str(run_dir), "--no-test", "--resume", "--set", "trainer.max_steps=100000",
-                           "--set", "trainer.max_time=00:00:00:01", *quick])
-    assert code == 0
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 31
+    assert elapsed >= 6.0
+    assert train_cli.main([TOY, "--output-dir", str(run_dir), "--no-test", "--resume", *limit, *quick]) == 0
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == ckpt["global_step"] + 1
 
 
 def test_a_run_directory_is_resumed_or_overwritten_never_mixed(tmp_path, capsys, monkeypatch):

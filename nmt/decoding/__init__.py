@@ -1,1 +1,1 @@
-"""Decoding: greedy search (beam search and sampling come with the translator issue)."""
+"""Decoding: greedy search, beam search (a pure step plus a driver) and sampling, on any `Seq2Seq` model."""

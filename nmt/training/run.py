@@ -230,12 +230,17 @@ class LastCheckpoint(Checkpoint):
         self.path = path
         self.max_seconds = seconds(max_time) if max_time else None
         self.every = seconds(every) if every else None
-        self.elapsed_before, self._start, self._saved_at = 0.0, time.monotonic(), 0.0
+        self.elapsed_before, self._start, self._saved_at, self._step_seen = 0.0, time.monotonic(), 0.0, -1
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self._start
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        # Decide only at the end of an optimizer step: with trainer.accumulate_grad_batches a
+        # checkpoint between two accumulated batches would lose the gradients gathered so far.
+        stepped, self._step_seen = trainer.global_step != self._step_seen, trainer.global_step
+        if not stepped and not trainer.should_stop:
+            return
         elapsed = self.elapsed()
         if trainer.world_size > 1 and (self.max_seconds is not None or self.every is not None):
             elapsed = trainer.strategy.broadcast(elapsed)  # rank 0's clock, the same decision everywhere
@@ -272,7 +277,7 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.monotonic()
-        self._saved_at = self.elapsed()
+        self._saved_at, self._step_seen = self.elapsed(), trainer.global_step
         torch_rng, cuda_rng = getattr(self, "_rng", (None, None))
         if torch_rng is not None:  # restored here, after Lightning's own set-up has drawn what it draws
             torch.set_rng_state(torch_rng)
@@ -319,7 +324,7 @@ class _DropLightningNoise(logging.Filter):
 
     NOISE = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "`weights_only` was not set",
              "LOCAL_RANK:", "You are using a CUDA device", "`Trainer.fit` stopped:", "Restoring states from",
-             "Restored all states from")
+             "Restored all states from", "Detected KeyboardInterrupt")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage().lstrip()
