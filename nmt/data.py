@@ -698,7 +698,11 @@ class TranslationDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         t = self.cfg.trainer
-        workers = {"num_workers": t.num_workers, "persistent_workers": False}
+        # Its own generator: the loader draws a seed from it for each epoch's iterator, and from the
+        # global RNG without one, which would shift dropout after an epoch-end checkpoint (the
+        # resumed run makes that draw before LastCheckpoint restores the random state).
+        workers = {"num_workers": t.num_workers, "persistent_workers": False,
+                   "generator": torch.Generator().manual_seed(t.seed)}
         if self.streaming:
             rank, world = dist_rank_world()
             self._stream = StreamingBatches(self.train_raw, self.tokenizer, self.cfg.data, seed=t.seed, rank=rank,

@@ -313,6 +313,22 @@ def test_sigkill_at_random_moments_resumes_to_the_weights_of_an_uninterrupted_ru
             f"seed {seed}: {name} differs from the uninterrupted run"
 
 
+def test_a_run_stopped_at_an_epoch_end_resumes_to_the_same_weights(tmp_path):
+    """A checkpoint written at the last batch of an epoch (here by trainer.max_epochs=2) resumes
+    with the dropout masks of an uninterrupted run: the next epoch's loader must not draw from
+    the random state that LastCheckpoint restores (without its own generator it does, before the
+    restore, and every weight after that epoch end differs)."""
+    base = [TOY, "--no-test", "--set", "model.dropout=0.1", "--set", "trainer.max_steps=-1",
+            *[a for kv in QUICK for a in ("--set", kv)]]
+    assert train_cli.main([*base, "--output-dir", str(tmp_path / "straight"), "--set", "trainer.max_epochs=3"]) == 0
+    assert train_cli.main([*base, "--output-dir", str(tmp_path / "split"), "--set", "trainer.max_epochs=2"]) == 0
+    assert train_cli.main([*base, "--output-dir", str(tmp_path / "split"), "--set", "trainer.max_epochs=3", "--resume"]) == 0
+    a, b = _weights(tmp_path / "straight" / "checkpoints" / "last.ckpt"), _weights(tmp_path / "split" / "checkpoints" / "last.ckpt")
+    assert a["step"] == b["step"] > 0
+    for name in a:
+        assert torch.equal(torch.as_tensor(a[name]), torch.as_tensor(b[name])), name
+
+
 def test_ctrl_c_exits_130_with_one_line(tmp_path):
     """SIGINT (Ctrl-C) while training: exit code 130 and `nmt-train: interrupted`, no traceback
     (Lightning itself would exit with 1)."""
