@@ -253,6 +253,7 @@ def _weights(path: Path) -> dict:
     return {"step": ckpt["global_step"], **ckpt["state_dict"]}
 
 
+@pytest.mark.slow  # about 2 minutes: 5 real runs; CI runs the slow tests too (.ci/run)
 def test_sigkill_at_random_moments_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     """Kill a real nmt-train (SIGKILL: no handler runs) three times, at moments drawn at random:
     before its first validation (only the periodic last.ckpt exists), mid-epoch, and inside a
