@@ -67,11 +67,11 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def run_measured(cmd: list[str], log: Path) -> dict:
-    """Run cmd; wall seconds and the peak RSS of its process tree."""
+def run_measured(cmd: list[str], log: Path, env: dict | None = None) -> dict:
+    """Run cmd (in `env`, default this one); wall seconds and the peak RSS of its process tree."""
     start = time.time()
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         peak, stop = [0], threading.Event()
 
         def sample() -> None:
@@ -85,7 +85,7 @@ def run_measured(cmd: list[str], log: Path) -> dict:
         stop.set()
         thread.join()
     if code != 0:
-        raise SystemExit(f"bench_data: {' '.join(cmd[:4])} ... failed (exit {code}); see {log}")
+        raise SystemExit(f"{Path(sys.argv[0]).stem}: {' '.join(cmd[:4])} ... failed (exit {code}); see {log}")
     return {"wall_s": round(time.time() - start, 1), "peak_rss_gb": round(peak[0] / 1e9, 3), "start": start}
 
 

@@ -49,14 +49,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_data import _tree_rss, du  # noqa: E402  (stdlib only: both interpreters import it)
+import bench_data  # noqa: E402  (stdlib only: both interpreters import it)
+from bench_data import _tree_rss, du  # noqa: E402
 
 CONFIG = ROOT / "configs" / "bench_scale.yaml"
 PAD, BOS, EOS = 0, 2, 3  # nmt.tokenizer's ids (not imported: the LitData venv has no nmt deps)
@@ -516,25 +516,9 @@ class Runner:
 
 
 def run_measured(cmd: list[str], log: Path, env: dict) -> dict:
-    """bench_data.run_measured with an environment: wall seconds and the tree's peak RSS."""
-    start = time.time()
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        peak, stop = [0], threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                peak[0] = max(peak[0], _tree_rss(proc.pid))
-                stop.wait(0.2)
-
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        code = proc.wait()
-        stop.set()
-        thread.join()
-    if code != 0:
-        raise SystemExit(f"bench_litdata: {' '.join(cmd[2:4])} failed (exit {code}); see {log}")
-    return {"wall_s": round(time.time() - start, 1), "tree_peak_rss_gb": round(peak[0] / 1e9, 3)}
+    """bench_data.run_measured: wall seconds and the tree's peak RSS."""
+    measured = bench_data.run_measured(cmd, log, env)
+    return {"wall_s": measured["wall_s"], "tree_peak_rss_gb": measured["peak_rss_gb"]}
 
 
 def median_of(rows: list[dict], keys: list[str]) -> dict:
