@@ -136,6 +136,9 @@ def train_nmt(spec: dict) -> dict:
     cfg = workload_config(Path(spec["out"]), overrides)
     timer = timed_steps(spec["warmup"])
     result = train(cfg, Path(spec["run_dir"]), test=False, callbacks=[timer])
+    if timer.end is None:  # a time limit (trainer.max_time) ended the run within the warm-up steps
+        raise SystemExit(f"bench: the run stopped after {timer.steps} steps, not more than the {spec['warmup']} "
+                         "warm-up steps: nothing was timed (give it more steps or time)")
     seconds = timer.end - timer.start
     return {"tokens_per_s": round(timer.tokens / seconds, 1), "timed_steps": timer.steps - spec["warmup"],
             "seconds": round(seconds, 1), "threads": torch.get_num_threads(),
