@@ -231,6 +231,7 @@ class LastCheckpoint(Checkpoint):
         self.max_seconds = seconds(max_time) if max_time else None
         self.every = seconds(every) if every else None
         self.elapsed_before, self._start, self._saved_at, self._step_seen = 0.0, time.monotonic(), 0.0, -1
+        self._rng: tuple = (None, None)  # (torch, cuda) random state from a resumed checkpoint
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self._start
@@ -278,7 +279,7 @@ class LastCheckpoint(Checkpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.monotonic()
         self._saved_at, self._step_seen = self.elapsed(), trainer.global_step
-        torch_rng, cuda_rng = getattr(self, "_rng", (None, None))
+        torch_rng, cuda_rng = self._rng
         if torch_rng is not None:  # restored here, after Lightning's own set-up has drawn what it draws
             torch.set_rng_state(torch_rng)
         if cuda_rng is not None and torch.cuda.is_available():
