@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Tatoeba CPU recipe (configs/tatoeba_cpu.yaml): 30 minutes of training on Tatoeba train + HSK;
 # then, on the valid split only, a choice between the last checkpoint and the averages of the last
-# 2, 4 and 8 step checkpoints, and of the length penalty; then the test split scored once.
+# 2, 4 and 8 step checkpoints, and of the length penalty; then the test split and WMT22 scored once
+# each (WMT22 against reference A, then A and B).
 # Needs ../shared/data; run on an otherwise idle machine (the budget is wall-clock time).
 #   bash scripts/recipe_tatoeba.sh [RUN_DIR]        (default runs/tatoeba_cpu)
 # Run again on a finished RUN_DIR, it redoes only the steps after training; on a killed one, it
@@ -30,3 +31,9 @@ echo "test split: $best, beam 5, alpha $alpha (both chosen on valid)"
 nmt-evaluate --checkpoint "$best" --src-file "$data/test.zh" --ref-file "$data/test.en" \
     --alpha "$alpha" --output-dir "$out/test"
 sed -n "/^| metric/,/^$/p" "$out/test/report.md"
+wmt=../shared/data/wmt22-generaltest2022-zhen
+echo "WMT22: the same checkpoint and alpha, reference A, then references A and B"
+nmt-evaluate --checkpoint "$best" --src-file "$wmt/test.zh" --ref-file "$wmt/test.en" \
+    --alpha "$alpha" --output-dir "$out/wmt22"
+nmt-evaluate --hyp "nmt=$out/wmt22/hypotheses.en" --ref-file "$wmt/test.en" --ref-file "$wmt/test.en.refB" \
+    --output-dir "$out/wmt22-refsAB"

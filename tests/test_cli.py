@@ -151,6 +151,10 @@ def test_evaluate_a_checkpoint_on_the_toy_test_split(toy_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "eval" / "report.json").read_text(encoding="utf-8"))
     assert report["speed"]["sentences_per_s"] > 0 and report["config"]["data"]["src_lang"] == "xx"
+    hyps = (tmp_path / "eval" / f"hypotheses.{report['config']['data']['tgt_lang']}").read_text(encoding="utf-8")
+    for example in report["examples"]["best"] + report["examples"]["worst"]:  # the translations, line-aligned
+        assert hyps.splitlines()[example["line"] - 1] == example["hypothesis"]
+    assert len(hyps.splitlines()) == report["segments"]
 
 
 def test_translate_writes_attention_heatmaps(toy_run, tmp_path):

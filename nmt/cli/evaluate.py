@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint:
             hyps, report, tgt_lang = _translate(args, sources)
             systems.append(("nmt", hyps))
+            args.output_dir.mkdir(parents=True, exist_ok=True)
+            hyp_path = args.output_dir / f"hypotheses.{tgt_lang}"  # line-aligned with --src-file, for --hyp later
+            hyp_path.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+            report["hypotheses"] = str(hyp_path)
         for spec in args.hyp:
             name, _, path = spec.rpartition("=") if "=" in spec else (Path(spec).stem, "", spec)
             lines = read_lines(path)
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         json_path, md_path = write_report(args.output_dir, report)
         for metric, v in report["scores"].items():
             print(f"{metric}: {v['score']:.2f}  {v['signature']}")
-        print(f"report: {md_path} and {json_path}")
+        print(f"report: {md_path} and {json_path}" + (f"; translations: {report['hypotheses']}"
+                                                      if report.get("hypotheses") else ""))
         return 0
 
     return run_cli("nmt-evaluate", body, (UsageError,))
