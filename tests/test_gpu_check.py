@@ -4,9 +4,12 @@ torch and CTranslate2), so the real run on a lent GPU does not fail on a broken 
 import json
 import subprocess
 
+import pytest
+
 from tests.conftest import ROOT, needs_shared
 
 
+@pytest.mark.slow  # the whole GPU check in miniature, about 1 minute; CI runs the slow tests too (.ci/run)
 def test_gpu_check_tiny_mode_runs_every_part_with_real_figures(tmp_path):
     needs_shared("tatoeba-cmn", "train.zh")
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--tiny", "--out", str(tmp_path)],

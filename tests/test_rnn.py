@@ -155,6 +155,7 @@ def test_rnn_config_values_are_checked():
         load_config(TOY, ["model.type=rnn", "model.rnn_hidden_size=15"])
 
 
+@pytest.mark.slow  # about 1-2 minutes of training; CI runs the slow tests too (.ci/run)
 def test_rnn_learns_toy_reverse(tmp_path):
     """The attentional RNN learns to reverse letter sequences: >= 90% exact match on held-out data."""
     cfg = load_config(TOY, ["model.type=rnn", "model.rnn_hidden_size=128", "model.n_encoder_layers=1",

@@ -186,6 +186,7 @@ def _straight_and_resumed(tmp_path: Path, mode: list[str], steps: int = 24, stop
         assert b[step] == pytest.approx(a[step], rel=1e-5), step
 
 
+@pytest.mark.slow  # two runs with loader workers, about 1-2 minutes; CI runs the slow tests too (.ci/run)
 def test_prepared_path_with_two_loader_workers_resumes_exactly(tmp_path):
     prep = tmp_path / "prep"
     _straight_and_resumed(tmp_path, ["--set", f"data.prepared_dir={prep}", "--set", "trainer.num_workers=2",
@@ -193,6 +194,7 @@ def test_prepared_path_with_two_loader_workers_resumes_exactly(tmp_path):
     assert (prep / "meta.json").is_file()  # nmt-train prepared it on first use
 
 
+@pytest.mark.slow  # two runs with loader workers, about 1-2 minutes; CI runs the slow tests too (.ci/run)
 def test_streamed_path_with_two_loader_workers_resumes_exactly(tmp_path):
     _straight_and_resumed(tmp_path, ["--set", "data.streaming=true", "--set", "data.stream_buffer=500",
                                      "--set", "trainer.num_workers=2", "--set", "data.limit_train=1500"])
@@ -271,6 +273,7 @@ def _wait(procs: list[subprocess.Popen]) -> None:
         assert p.returncode == 0, err[-3000:]
 
 
+@pytest.mark.slow  # six torchrun processes, about 1-2 minutes; CI runs the slow tests too (.ci/run)
 def test_two_nodes_under_torchrun_train_are_killed_and_resume_exactly(tmp_path):
     prep = ["--set", f"data.prepared_dir={tmp_path / 'prep'}", *TOY_PREPARED]
     _wait(_torchrun_nodes(tmp_path / "straight", 20, *prep))

@@ -3,6 +3,8 @@
 This trains a real (tiny) Transformer through the public API for about a minute on 2 CPU cores.
 """
 
+import pytest
+
 from nmt.checkpoint import load_model
 from nmt.config import load_config
 from nmt.data import toy_reverse_split
@@ -12,6 +14,7 @@ from nmt.translator import translate
 from tests.test_cli import TOY
 
 
+@pytest.mark.slow  # about 2-4 minutes of training; CI runs the slow tests too (.ci/run)
 def test_toy_reverse_reaches_95_percent_exact_match(tmp_path):
     cfg = load_config(TOY, ["trainer.val_check_interval=400", "trainer.val_bleu_sentences=100"])
     result = train(cfg, tmp_path / "toy", test=False)
