@@ -25,8 +25,12 @@ for n in 2 4 8; do
     candidates+=("$out/average$n.ckpt")
 done
 echo "valid split: the checkpoint, then the length penalty"
-read -r best alpha < <(python scripts/tune_decoding.py "${candidates[@]}" --src "$data/valid.zh" \
-    --ref "$data/valid.en" --out "$out/tuning" | tee /dev/stderr | tail -n 1)
+mkdir -p "$out/tuning"
+# tee to a file, not to /dev/stderr: reopening /dev/stderr truncates a log that stderr is redirected
+# to (`> recipe.log 2>&1`), and the shell then writes on at its old offset behind a hole of NUL bytes
+python scripts/tune_decoding.py "${candidates[@]}" --src "$data/valid.zh" --ref "$data/valid.en" \
+    --out "$out/tuning" | tee "$out/tuning/choice.log"
+read -r best alpha < <(tail -n 1 "$out/tuning/choice.log")
 echo "test split: $best, beam 5, alpha $alpha (both chosen on valid)"
 nmt-evaluate --checkpoint "$best" --src-file "$data/test.zh" --ref-file "$data/test.en" \
     --alpha "$alpha" --output-dir "$out/test"

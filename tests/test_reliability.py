@@ -11,6 +11,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -410,6 +411,18 @@ def test_a_log_file_gets_plain_lines_not_bar_redraws(tmp_path):
     assert sum(line.startswith("validation at step ") for line in text.splitlines()) == 2
     for noise in ("GPU available", "TPU available", "Tip:", "weights_only", "Trainer.fit"):
         assert noise not in text, noise
+
+
+def test_no_script_tees_into_dev_stderr_which_truncates_a_redirected_log():
+    """`cmd | tee /dev/stderr` reopens the file that stderr points to: with `script > run.log 2>&1`
+    that truncates run.log, and the shell then writes on at its old offset behind a hole of NUL
+    bytes (the recipe's log had a 562,404-byte "line" before "test split:"). Tee to a file instead."""
+    scripts = [*ROOT.glob("scripts/**/*.sh"), ROOT / ".ci" / "run"]
+    assert len(scripts) > 3
+    for path in scripts:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            assert not re.search(r"tee\s+(-a\s+)?/dev/(stderr|stdout|fd/[12])\b", code), f"{path}:{n}: {line.strip()}"
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
