@@ -4,7 +4,7 @@
 
     translator = Translator.from_checkpoint("runs/quickstart/checkpoints/last.ckpt")
     for result in translator.translate(["我们走吧。", "谢谢你。"], beam_size=5, n_best=2):
-        print(result.text, result.hypotheses)
+        print(result.text, [(h.text, h.score) for h in result.hypotheses])
 
 `nmt-translate` is a thin command line over this class (see docs/api.md).
 """
@@ -15,53 +15,80 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from nmt.batching import Translation, warn_truncated
-from nmt.decoding.options import BeamOptions, SamplingOptions
+from nmt.decoding.options import DecodingOptions
+from nmt.decoding.results import Hypothesis, Translation
 from nmt.errors import DataError
 from nmt.textio import decode_lines
+from nmt.tokenizer import EOS_ID
 
-__all__ = ["Translator", "Translation", "quantize_int8", "read_chunks"]
+if TYPE_CHECKING:
+    from nmt.config import ExperimentConfig
+    from nmt.tokenizer import Tokenizer
+
+__all__ = ["Translator", "Translation", "Hypothesis", "DecodingOptions", "Engine", "quantize_int8", "read_chunks"]
 
 CHUNK_LINES = 2000  # lines read, sorted and translated together by translate_file
+
+
+class Engine(Protocol):
+    """What the Translator needs of an engine (nmt.translator.TorchEngine, nmt.ct2.CTranslate2Engine)."""
+
+    name: str  # "torch" | "ctranslate2"
+    cfg: ExperimentConfig
+    tokenizer: Tokenizer
+
+    def decode(self, rows: list[list[int]], options: DecodingOptions) -> list[list[Hypothesis]]:
+        """rows: source ids + EOS (none empty) -> per row its n-best, best first, in row order."""
+
+
+if TYPE_CHECKING:  # mypy checks here that both engines follow the protocol
+    from nmt.ct2 import CTranslate2Engine
+    from nmt.translator import TorchEngine
+
+    def _follow_the_protocol(t: TorchEngine, c: CTranslate2Engine) -> tuple[Engine, Engine]:
+        return t, c
 
 
 class Translator:
     """A loaded model with its tokenizer and config; every call reuses them.
 
-    Two engines: "torch" (a checkpoint from nmt-train: every search option, attention, GPUs) and
-    "ctranslate2" (a directory from nmt-export: faster on CPUs, and torch is never imported)."""
+    Two engines: "torch" (a checkpoint from nmt-train: GPUs, int8 on CPUs) and "ctranslate2" (a
+    directory from nmt-export: faster on CPUs, and torch is never imported). The same options
+    give the same translations on both (up to floating point)."""
 
-    def __init__(self, loaded: Any, device: Any = "cpu") -> None:
-        """`loaded`: an nmt.checkpoint.LoadedModel (torch) or an nmt.ct2.CTranslate2Engine."""
-        self.engine = getattr(loaded, "engine", "torch")
-        self.loaded, self.device = loaded, device
-        self.cfg, self.tokenizer = loaded.cfg, loaded.tokenizer
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.cfg, self.tokenizer = engine.cfg, engine.tokenizer
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", engine: str = "torch",
-                        int8: bool = False) -> Translator:
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", engine: str = "torch", int8: bool = False,
+                        max_tokens: int | None = None, max_sentences: int = 0) -> Translator:
         """engine="torch": a checkpoint written by nmt-train; engine="ctranslate2": a directory
         written by `nmt-export --format ctranslate2` (needs the ctranslate2 extra).
         int8: 8-bit weights -- dynamic quantisation of the linear layers (torch, CPU only) or
-        CTranslate2's int8 compute type."""
+        CTranslate2's int8 compute type. A batch holds at most `max_tokens` source tokens divided
+        by the beam size (default 4,096 for torch, 1,024 for ctranslate2, whose small batches run
+        fastest and leanest on CPUs) and `max_sentences` sentences (0: no limit)."""
         if engine == "ctranslate2":
             from nmt.ct2 import CTranslate2Engine
 
-            return cls(CTranslate2Engine(path, device=str(device), int8=int8), device)
+            return cls(CTranslate2Engine(path, device=str(device), int8=int8, max_tokens=max_tokens or 1024,
+                                         max_sentences=max_sentences))
         if engine != "torch":
             raise ValueError(f"engine must be 'torch' or 'ctranslate2', got {engine!r}")
         import torch
 
         from nmt.checkpoint import load_model
+        from nmt.translator import TorchEngine
 
         if int8 and torch.device(device).type != "cpu":
             raise ValueError("int8 dynamic quantisation runs on the CPU only (use engine='ctranslate2' on GPUs)")
         loaded = load_model(path, device=device)
         if int8:
             loaded.model = quantize_int8(loaded.model)
-        return cls(loaded, torch.device(device))
+        return cls(TorchEngine(loaded, device=device, max_tokens=max_tokens or 4096, max_sentences=max_sentences))
 
     @property
     def src_lang(self) -> str:
@@ -75,44 +102,44 @@ class Translator:
     def max_source_tokens(self) -> int:
         return self.cfg.model.max_positions - 1
 
-    def options(self, *, beam_size: int = 5, n_best: int = 1, length_penalty: str | None = None,
-                alpha: float | None = None, min_len: int = 1, max_len_a: float | None = None,
-                max_len_b: int | None = None, no_repeat_ngram_size: int = 0) -> BeamOptions:
-        """Search options. The length penalty defaults to GNMT's with alpha 0.6 (torch) or |Y|^1
-        (ctranslate2, which has no GNMT penalty); the length limit to the checkpoint's
-        (trainer.max_decode_len_a/b)."""
-        t = self.cfg.trainer
-        length_penalty = length_penalty or ("length" if self.engine == "ctranslate2" else "gnmt")
-        alpha = alpha if alpha is not None else (0.6 if length_penalty == "gnmt" else 1.0)
-        return BeamOptions(beam_size=beam_size, n_best=n_best, min_len=min_len, length_penalty=length_penalty,
-                           alpha=alpha, no_repeat_ngram_size=no_repeat_ngram_size,
-                           max_len_a=t.max_decode_len_a if max_len_a is None else max_len_a,
-                           max_len_b=t.max_decode_len_b if max_len_b is None else max_len_b)
+    @property
+    def defaults(self) -> DecodingOptions:
+        """The model's own decoding options: its config's `decoding` section."""
+        return self.cfg.decoding
 
-    def translate(self, texts: list[str] | str, *, sampling: SamplingOptions | None = None, attention: bool = False,
-                  max_tokens: int | None = None, max_sentences: int = 0, **search) -> list[Translation]:
-        """One `Translation` per input (text, n-best `(text, score)` hypotheses, attention when
-        asked), in input order. `search`: the keyword arguments of `options` (beam_size=5, ...).
-        A batch holds at most `max_tokens` source tokens (divided by the beam size; default 4,096
-        for torch, 1,024 for ctranslate2, whose small batches run fastest and leanest on CPUs) and
-        `max_sentences` sentences (0: no limit)."""
+    def options(self, options: DecodingOptions | None = None, **changes: Any) -> DecodingOptions:
+        """`options` (default: the model's), with `changes` (beam_size=4, ...); an impossible or
+        unknown option is an nmt.decoding.options.OptionsError (a ValueError) naming it."""
+        return (options or self.defaults).replace(**changes)
+
+    def translate(self, texts: list[str] | str, options: DecodingOptions | None = None,
+                  **changes: Any) -> list[Translation]:
+        """One `Translation` per input (the n-best hypotheses with text and score, attention when
+        asked), in input order. Options as for `options`. Empty inputs give empty outputs; inputs
+        longer than the model's positions are cut (flagged `truncated`)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        options = self.options(**search)
-        max_tokens = max_tokens or (1024 if self.engine == "ctranslate2" else 4096)
-        if self.engine == "ctranslate2":
-            return self.loaded.translate(texts, options, max_tokens=max_tokens, max_sentences=max_sentences,
-                                         record_attention=attention, sampling=sampling)
-        from nmt.translator import translate
-
-        return translate(self.loaded, texts, options=options, max_tokens=max_tokens, max_sentences=max_sentences,
-                         device=self.device, record_attention=attention, sampling=sampling)
+        options = self.options(options, **changes)
+        limit = self.max_source_tokens
+        encoded = self.tokenizer.encode_src([s.strip() for s in texts])
+        out = [Translation(s, [Hypothesis([], 0.0)], truncated=len(ids) > limit, source_ids=ids[:limit])
+               for s, ids in zip(texts, encoded)]
+        todo = [i for i, ids in enumerate(encoded) if ids]
+        if todo:
+            rows = [out[i].source_ids + [EOS_ID] for i in todo]
+            for i, nbest in zip(todo, self.engine.decode(rows, options)):
+                for h in nbest:
+                    h.text = self.tokenizer.decode_tgt(h.tokens)
+                out[i].hypotheses = nbest
+        return out
 
     def translate_file(self, source: str | Path | IO[bytes], target: str | Path | IO[str], *,
-                       skip_invalid_utf8: bool = False, name: str | None = None, chunk_lines: int | None = None,
-                       write=None, **kwargs) -> int:
+                       options: DecodingOptions | None = None, skip_invalid_utf8: bool = False,
+                       name: str | None = None, chunk_lines: int | None = None, write=None, **changes: Any) -> int:
         """Translate a file (or binary stream) of one sentence per line into `target` (path or text
-        stream), chunk by chunk so memory stays bounded. Returns the number of lines.
-        `write(translations, first_line, seconds)` replaces the default one-line-per-input output."""
+        stream), chunk by chunk so memory stays bounded. Returns the number of lines. Options as
+        for `options`. `write(translations, first_line, seconds)` replaces the default
+        one-line-per-input output."""
+        options = self.options(options, **changes)
         name = name or (str(source) if isinstance(source, (str, Path)) else "<stdin>")
         out = open(target, "w", encoding="utf-8") if isinstance(target, (str, Path)) else target
         invalid: list[int] | None = [] if skip_invalid_utf8 else None
@@ -124,7 +151,7 @@ class Translator:
                 if invalid:
                     invalid.clear()
                 start = time.perf_counter()
-                translations = self.translate(lines, **kwargs)
+                translations = self.translate(lines, options)
                 warn_truncated(translations, first, name, self.max_source_tokens)
                 if write is None:
                     out.write("".join(t.text + "\n" for t in translations))
@@ -136,6 +163,12 @@ class Translator:
             if out is not target:
                 out.close()
         return n
+
+
+def warn_truncated(translations: list[Translation], first_line: int, name: str, limit: int) -> None:
+    for n, t in enumerate(translations, start=first_line):
+        if t.truncated:
+            print(f"warning: {name}:{n}: source longer than {limit} tokens, truncated", file=sys.stderr)
 
 
 def quantize_int8(model):
@@ -156,6 +189,7 @@ def read_chunks(source: str | Path | IO[bytes], name: str, size: int,
                 invalid: list[int] | None = None) -> Iterator[tuple[int, list[str]]]:
     """(first line number, lines) chunks of a binary stream or file; invalid UTF-8 is an error
     naming the line, or, with an `invalid` list, an empty line whose number is recorded there."""
+    stream: IO[bytes]
     if isinstance(source, (str, Path)):
         try:
             stream = open(source, "rb")

@@ -1,17 +1,9 @@
-"""Length-sorted batching, and the translation loop every engine shares: encode, sort by length,
-batch, decode, restore input order. Light on purpose (numpy, no torch): the CTranslate2 engine
-runs without loading torch."""
+"""Length-sorted token-bucket batching, for training data and for translation. Light on purpose
+(numpy, no torch): the CTranslate2 engine runs without loading torch."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
-
-from nmt.tokenizer import EOS_ID, Tokenizer
 
 
 def length_order(src_lens, tgt_lens, tie_break=None) -> np.ndarray:
@@ -53,55 +45,3 @@ def make_batches(src_lens, tgt_lens, *, max_tokens: int, max_sentences: int = 0,
     starts = batch_starts(src_lens, tgt_lens, order, max_tokens=max_tokens, max_sentences=max_sentences)
     return [chunk.tolist() for chunk in np.split(order, starts[1:])] if len(order) else []
 
-
-@dataclass
-class Translation:
-    source: str
-    hypotheses: list[tuple[str, float]]  # n-best (text, score), best first; score nan for greedy
-    truncated: bool = False  # the source was longer than the model's positions and was cut
-    attention: Any = None  # best hypothesis: (target pieces + EOS, source pieces + EOS) tensor or array
-    source_ids: list[int] | None = None  # subword ids of the (truncated) source, for labels
-    target_ids: list[int] | None = None  # subword ids of the best hypothesis
-
-    @property
-    def text(self) -> str:
-        return self.hypotheses[0][0]
-
-    @property
-    def score(self) -> float:
-        """The best hypothesis's score (nan for greedy search and sampling)."""
-        return self.hypotheses[0][1]
-
-
-# decode(rows, first) -> per row (n-best [(token ids, score)], attention or None); rows are source
-# ids + EOS of one batch, `first` the batch's first index among the non-empty inputs (for seeds).
-DecodeRows = Callable[[list[list[int]], int], list]
-
-
-def translate_in_batches(tokenizer: Tokenizer, sentences: list[str], decode: DecodeRows, *, limit: int,
-                         max_tokens: int, max_sentences: int = 0, width: int = 1) -> list[Translation]:
-    """One Translation per input sentence, in input order. Empty inputs give empty outputs; inputs
-    longer than `limit` tokens are truncated to it (flagged `truncated`). A batch holds at most
-    `max_tokens` source tokens divided by `width` (the beam multiplies the decoder's batch), and
-    at most `max_sentences` sentences (0: no limit)."""
-    encoded = tokenizer.encode_src([s.strip() for s in sentences])
-    out = [Translation(s, [("", 0.0)], truncated=len(ids) > limit, source_ids=ids[:limit])
-           for s, ids in zip(sentences, encoded)]
-    todo = [i for i, ids in enumerate(encoded) if ids]
-    lens = [min(len(encoded[i]), limit) for i in todo]
-    budget = max(max_tokens // width, max(lens, default=1))
-    for batch in make_batches(lens, [0] * len(todo), max_tokens=budget, max_sentences=max_sentences):
-        rows = [encoded[todo[j]][:limit] + [EOS_ID] for j in batch]
-        for j, (nbest, attention), row in zip(batch, decode(rows, batch[0]), rows):
-            t = out[todo[j]]
-            t.hypotheses = [(tokenizer.decode_tgt(ids), score) for ids, score in nbest]
-            t.target_ids = nbest[0][0]
-            if attention is not None:
-                t.attention = attention[:, : len(row)]  # drop the batch's padding
-    return out
-
-
-def warn_truncated(translations: list[Translation], first_line: int, name: str, limit: int) -> None:
-    for n, t in enumerate(translations, start=first_line):
-        if t.truncated:
-            print(f"warning: {name}:{n}: source longer than {limit} tokens, truncated", file=sys.stderr)

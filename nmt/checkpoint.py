@@ -164,7 +164,9 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
     averaged = {}
     for name, tensor in last.state.items():
         if tensor.is_floating_point():  # sum in float64, store in the checkpoint's dtype
-            total = sum(s.state[name].to(torch.float64) for s in stored)
+            total = stored[0].state[name].to(torch.float64)
+            for s in stored[1:]:
+                total = total + s.state[name].to(torch.float64)
             averaged[f"model.{name}"] = (total / len(stored)).to(tensor.dtype)
         else:
             averaged[f"model.{name}"] = tensor

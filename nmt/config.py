@@ -12,10 +12,13 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
+
+from nmt.decoding.options import DecodingOptions, OptionsError
 
 
 class ConfigError(ValueError):
@@ -135,8 +138,6 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the model's training forward pass (first steps compile)
     low_memory: bool = False  # return freed activations to the OS (glibc): lower peak RSS, slower steps
     max_nonfinite_steps: int = 10  # a non-finite loss skips its step; this many in a row stop the run (0: never)
-    max_decode_len_a: float = 1.5  # greedy decode during validation stops at a*src_len+b
-    max_decode_len_b: int = 10
 
 
 @dataclass
@@ -146,6 +147,9 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # how this model translates unless a call says otherwise (nmt-translate, nmt-evaluate, nmt-serve,
+    # the API, the end-of-training test; validation's greedy search takes its length limit)
+    decoding: DecodingOptions = field(default_factory=DecodingOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -220,7 +224,10 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             kwargs[name] = _build(hints[name], value or {}, key)
         else:
             kwargs[name] = _check_type(value, hints[name], key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except OptionsError as err:  # DecodingOptions checks itself
+        raise ConfigError(f"{where}.{err.name}: {err}") from None
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -298,7 +305,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> ExperimentConfig:
+# keys that moved: (old section, old key) -> (new section, new key); old configs and checkpoints still load
+MOVED = {("trainer", "max_decode_len_a"): ("decoding", "max_len_a"),
+         ("trainer", "max_decode_len_b"): ("decoding", "max_len_b")}
+
+
+def from_dict(values: dict[str, Any], overrides: Sequence[str] = ()) -> ExperimentConfig:
     values = {k: dict(v) if isinstance(v, dict) else v for k, v in (values or {}).items()}
     for text in overrides:
         (section, key), value = parse_override(text)
@@ -308,10 +320,16 @@ def from_dict(values: dict[str, Any], overrides: list[str] = ()) -> ExperimentCo
         if not isinstance(values[section], dict):
             raise ConfigError(f"{section}: expected a mapping")
         values[section][key] = value
+    for (section, key), (new_section, new_key) in MOVED.items():
+        if isinstance(values.get(section), dict) and key in values[section]:
+            moved = values[section].pop(key)
+            values.setdefault(new_section, {})
+            if isinstance(values[new_section], dict):
+                values[new_section].setdefault(new_key, moved)
     return validate(_build(ExperimentConfig, values, ""))
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Read a YAML experiment file, apply `--set` overrides, type-check and validate."""
     path = Path(path)
     if not path.is_file():

@@ -3,8 +3,8 @@
 Needs only ctranslate2, sentencepiece and numpy -- not torch -- so a translation process stays
 small (see docs/performance.md). Search options map onto CTranslate2's so that its beam search
 returns what ours returns (tests/test_export.py):
-- length penalty |Y|^alpha with |Y| counting EOS, as ours does (`return_end_token`); CTranslate2
-  has no GNMT penalty;
+- length penalty |Y|^alpha with |Y| counting EOS, as ours does (`return_end_token`); GNMT's
+  penalty, which CTranslate2 does not have, ranks the beam_size finished hypotheses here;
 - per-sentence length limits a * src_len + b: CTranslate2 takes one limit per call, so a sentence
   whose output runs past its own limit is decoded again on its own.
 Where a hypothesis reaches the limit, ours forces EOS and scores it; CTranslate2 stops without it.
@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from nmt.batching import Translation, translate_in_batches
 from nmt.config import ConfigError, ExperimentConfig, from_dict
-from nmt.decoding.options import BeamOptions, SamplingOptions
+from nmt.decoding.options import DecodingOptions
+from nmt.decoding.penalties import final_score
+from nmt.decoding.results import NAN, Hypothesis
 from nmt.errors import CheckpointError, ExportError
 from nmt.tokenizer import EOS_ID, Tokenizer
 
@@ -53,13 +53,16 @@ def read_export_config(directory: Path) -> ExperimentConfig:
 class CTranslate2Engine:
     """An export directory loaded into a `ctranslate2.Translator`, with its config and tokenizer."""
 
-    engine = "ctranslate2"
+    name = "ctranslate2"
 
     def __init__(self, directory: str | Path, *, device: str = "cpu", int8: bool = False,
-                 inter_threads: int | None = None, intra_threads: int = 1) -> None:
+                 inter_threads: int | None = None, intra_threads: int = 1, max_tokens: int = 1024,
+                 max_sentences: int = 0) -> None:
         """On CPUs, batches run in parallel on `inter_threads` (default: the cores, up to 4) with
         one thread each: on 2 cores that decodes 2x faster than one batch on 2 threads
-        (docs/performance.md)."""
+        (docs/performance.md). Batches hold `max_tokens` source tokens divided by the beam size
+        (small batches run fastest and leanest on CPUs) or `max_sentences` sentences."""
+        self.max_tokens, self.max_sentences = max_tokens, max_sentences
         ctranslate2 = import_ctranslate2()
         directory = Path(directory)
         self.cfg = read_export_config(directory)
@@ -77,50 +80,51 @@ class CTranslate2Engine:
         except (RuntimeError, ValueError) as err:
             raise CheckpointError(f"{directory}: CTranslate2 cannot load this model ({str(err).splitlines()[0]})") from None
 
-    def translate(self, sentences: list[str], options: BeamOptions, *, max_tokens: int = 4096, max_sentences: int = 0,
-                  record_attention: bool = False, sampling: SamplingOptions | None = None) -> list[Translation]:
-        if options.length_penalty == "gnmt":
-            raise ExportError("the ctranslate2 engine has no GNMT length penalty: use length_penalty 'length' "
-                              "(|Y|^alpha) or 'none'")
-        # All sentences go to CTranslate2 in one call, which sorts them, cuts batches of at most
-        # max_tokens / beam source tokens (or max_sentences sentences) and runs them in parallel.
-        width = 1 if sampling is not None else options.beam_size
-        batching = (dict(max_batch_size=max_sentences, batch_type="examples") if max_sentences
-                    else dict(max_batch_size=max(max_tokens // width, 1), batch_type="tokens"))
-        decode = partial(self._decode_rows, options=options, record_attention=record_attention, sampling=sampling,
-                         batching=batching)
-        return translate_in_batches(self.tokenizer, sentences, decode, limit=self.cfg.model.max_positions - 1,
-                                    max_tokens=2**62, width=1)
-
-    def _decode_rows(self, rows: list[list[int]], first: int, *, options: BeamOptions, record_attention: bool,
-                     sampling: SamplingOptions | None, batching: dict) -> list:
+    def decode(self, rows: list[list[int]], options: DecodingOptions) -> list[list[Hypothesis]]:
+        """rows: source ids + EOS -> per row its n-best, best first, in row order. All rows go to
+        CTranslate2 in one call, which sorts them, cuts batches of at most max_tokens / beam source
+        tokens (or max_sentences sentences) and runs them in parallel."""
+        batching = (dict(max_batch_size=self.max_sentences, batch_type="examples") if self.max_sentences
+                    else dict(max_batch_size=max(self.max_tokens // options.width, 1), batch_type="tokens"))
         limits = [int(len(row) * options.max_len_a + options.max_len_b) for row in rows]  # as max_output_lengths
-        results = self._translate(rows, max(limits), options, record_attention, sampling, first, batching)
+        results = self._translate(rows, max(limits, default=1), options, batching)
         for j, (row, limit) in enumerate(zip(rows, limits)):
-            if len(results[j][0][0][0]) > limit:  # generated beyond this sentence's own limit
-                results[j] = self._translate([row], limit, options, record_attention, sampling, first + j, {})[0]
+            if len(results[j][0].tokens) > limit:  # generated beyond this sentence's own limit
+                results[j] = self._translate([row], limit, options, {})[0]
         return results
 
-    def _translate(self, rows: list[list[int]], limit: int, options: BeamOptions, record_attention: bool,
-                   sampling: SamplingOptions | None, first: int, batching: dict) -> list:
-        kwargs = dict(**batching, beam_size=options.beam_size, num_hypotheses=options.n_best, return_scores=True,
-                      return_end_token=True, max_decoding_length=limit + 1, min_decoding_length=options.min_len,
-                      length_penalty=0.0 if options.length_penalty == "none" else options.alpha,
-                      no_repeat_ngram_size=options.no_repeat_ngram_size, return_attention=record_attention)
-        if sampling is not None:
+    def _translate(self, rows: list[list[int]], limit: int, options: DecodingOptions,
+                   batching: dict) -> list[list[Hypothesis]]:
+        # GNMT's penalty is not CTranslate2's: it returns all beam_size finished hypotheses with
+        # their summed log-probabilities (no penalty), and they are ranked here. Its beam search
+        # ends when beam_size hypotheses have finished, whatever the penalty, as ours does.
+        gnmt = options.length_penalty == "gnmt" and not options.sampling and not options.greedy
+        kwargs = dict(**batching, beam_size=options.beam_size, return_scores=True, return_end_token=True,
+                      num_hypotheses=options.beam_size if gnmt else options.n_best,
+                      max_decoding_length=limit + 1, min_decoding_length=options.min_len,
+                      length_penalty=0.0 if options.length_penalty != "length" else options.alpha,
+                      no_repeat_ngram_size=options.no_repeat_ngram_size, return_attention=options.attention)
+        if options.sampling:
             import ctranslate2
 
-            ctranslate2.set_random_seed(sampling.seed + first)
-            kwargs.update(beam_size=1, num_hypotheses=1, sampling_topk=min(sampling.top_k, self.tokenizer.tgt_vocab_size), sampling_topp=sampling.top_p,
-                          sampling_temperature=sampling.temperature)
+            ctranslate2.set_random_seed(options.seed)
+            kwargs.update(beam_size=1, num_hypotheses=1, sampling_topk=min(options.top_k, self.tokenizer.tgt_vocab_size),
+                          sampling_topp=options.top_p, sampling_temperature=options.temperature)
         pieces = [self.tokenizer.src_pieces(row) for row in rows]  # the EOS id becomes "</s>"
         out = []
         for result in self.translator.translate_batch(pieces, **kwargs):
             nbest = []
-            for hyp, score in zip(result.hypotheses, result.scores):
+            for j, (hyp, score) in enumerate(zip(result.hypotheses, result.scores)):
                 ids = self.tokenizer.tgt_ids(hyp)
                 ids = ids[:-1] if ids and ids[-1] == EOS_ID else ids[:limit]  # cut at the limit, as ours stops there
-                nbest.append((ids, score))
-            attention = np.asarray(result.attention[0], dtype=np.float32) if record_attention else None
-            out.append((nbest, attention))
+                if gnmt:
+                    nbest.append(Hypothesis(ids, final_score(score, len(ids) + 1, penalty="gnmt", alpha=options.alpha),
+                                            logprob=score))
+                else:  # greedy search and sampling have no score, as with the torch engine
+                    nbest.append(Hypothesis(ids, NAN if options.sampling or options.greedy else score))
+                if options.attention:
+                    nbest[-1].attention = np.asarray(result.attention[j], dtype=np.float32)
+            if gnmt:
+                nbest = sorted(nbest, key=lambda h: -h.score)[: options.n_best]
+            out.append(nbest)
         return out

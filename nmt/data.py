@@ -655,8 +655,10 @@ class TranslationDataModule(L.LightningDataModule):
     def __init__(self, cfg: ExperimentConfig, tokenizer: Tokenizer, prepared: Prepared | None = None) -> None:
         super().__init__()
         self.cfg, self.tokenizer, self.prepared = cfg, tokenizer, prepared
-        self.train_ds = self.valid_ds = None
-        self.train_stats = self.valid_stats = None
+        self.train_ds: Any = None  # a datasets.Dataset (or the streamed corpus) once set up
+        self.valid_ds: Any = None
+        self.train_stats: CleanStats | None = None
+        self.valid_stats: CleanStats | None = None
         self._train_sampler: TokenBatchSampler | None = None
         self._stream: StreamingBatches | None = None
 
@@ -694,14 +696,14 @@ class TranslationDataModule(L.LightningDataModule):
             self._train_sampler = TokenBatchSampler(
                 *self._lengths, max_tokens=d.max_tokens, max_sentences=d.max_sentences, shuffle=True,
                 seed=self.cfg.trainer.seed, rank=rank, world_size=world)
-        return self._train_sampler
+        return self._train_sampler  # type: ignore[return-value]  # set just above
 
     def train_dataloader(self) -> DataLoader:
         t = self.cfg.trainer
         # Its own generator: the loader draws a seed from it for each epoch's iterator, and from the
         # global RNG without one, which would shift dropout after an epoch-end checkpoint (the
         # resumed run makes that draw before LastCheckpoint restores the random state).
-        workers = {"num_workers": t.num_workers, "persistent_workers": False,
+        workers: dict[str, Any] = {"num_workers": t.num_workers, "persistent_workers": False,
                    "generator": torch.Generator().manual_seed(t.seed)}
         if self.streaming:
             rank, world = dist_rank_world()
@@ -715,7 +717,7 @@ class TranslationDataModule(L.LightningDataModule):
 
     def _seen_batches(self) -> int:
         trainer = self.trainer
-        return 0 if trainer is None else trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return 0 if trainer is None else trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
 
     def _skip_seen_batches(self, sampler: TokenBatchSampler) -> None:
         """On resume mid-epoch, Lightning restarts the loader; skip what the checkpoint had seen."""

@@ -38,14 +38,14 @@ def compare_systems(systems: list[tuple[str, list[str]]], references: list[list[
     """Paired bootstrap resampling (Koehn 2004) of every system against the first (the baseline),
     for BLEU and chrF, as `sacrebleu --paired-bs` computes it. p < 0.05 marks a significant difference."""
     metrics = {"BLEU": BLEU(trg_lang=tgt_lang, references=references), "chrF": CHRF(references=references)}
-    signatures, results = PairedTest(systems, metrics, references=None, test_type="bs", n_samples=n_samples)()
+    signatures, results = PairedTest([(name, hyps) for name, hyps in systems], metrics, references=None, test_type="bs", n_samples=n_samples)()
     rows = []
     for i, name in enumerate(results["System"]):
         # sacrebleu gives p = 1/(n+1) even for output identical to the baseline; say so instead
         identical = i > 0 and list(systems[i][1]) == list(systems[0][1])
         row: dict[str, Any] = {"system": name, "baseline": i == 0, "identical_to_baseline": identical}
         for metric in [key for key in results if key != "System"]:  # sacrebleu's names: BLEU, chrF2
-            r = results[metric][i]
+            r: Any = results[metric][i]  # a sacrebleu Result
             row[metric] = {"score": round(r.score, 2), "mean": _round(r.mean), "ci95": _round(r.ci),
                            "p_value": _round(r.p_value, 4),
                            "significant": r.p_value is not None and r.p_value < 0.05 and not identical}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -69,7 +70,8 @@ def export_ctranslate2(loaded: LoadedModel, out_dir: str | Path, *, quantization
     import_ctranslate2()
     from ctranslate2.specs import transformer_spec
 
-    cfg, model, tok = loaded.cfg.model, loaded.model, loaded.tokenizer
+    cfg, tok = loaded.cfg.model, loaded.tokenizer
+    model: Any = loaded.model  # a Transformer (checked below); its submodules are read by name
     if cfg.type != "transformer":
         raise ExportError(f"only Transformer checkpoints can be exported to CTranslate2 (model.type is {cfg.type})")
     if quantization not in (None, *QUANTIZATIONS):

@@ -13,6 +13,7 @@ import sys
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import nmt
 
@@ -58,13 +59,13 @@ def describe_machine() -> str:
 def environment(seed: int | None = None) -> dict:
     import torch
 
-    versions = {"nmt": nmt.__version__, "python": platform.python_version()}
+    versions: dict[str, str | None] = {"nmt": nmt.__version__, "python": platform.python_version()}
     for name in LIBRARIES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    info = {"versions": versions, "git_commit": git_commit(),
+    info: dict[str, Any] = {"versions": versions, "git_commit": git_commit(),
             "machine": {"description": describe_machine(), "platform": platform.platform(),
                         "processor": platform.machine(), "cpu": cpu_model(), "cores": os.cpu_count(),
                         "torch_threads": torch.get_num_threads(),

@@ -14,20 +14,21 @@ batches grow by themselves. With batching off each request is decoded alone, one
 
 import asyncio
 import json
-import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from nmt.decoding.options import FIELDS, NAMES, DecodingOptions
 
 __all__ = ["ServeOptions", "DynamicBatcher", "create_app", "request_model"]
 
@@ -44,42 +45,49 @@ class ServeOptions:
     max_batch_lines: int = 128  # lines decoded together at most
 
 
-def request_model(src_lang: str, tgt_lang: str, max_beam_size: int) -> type[BaseModel]:
-    """The body of POST /translate for one server: its languages and beam limit are part of the
-    schema, so clients (and schema-driven fuzzers) see them. Unknown fields are refused, so a
-    misspelt option is an error rather than silently ignored."""
-    source, target = src_lang, tgt_lang  # (inside the class body the field names would shadow them)
+class _RequestBase(BaseModel):
+    """The fixed part of POST /translate's body; the decoding options are added per server."""
 
-    class TranslateRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")
 
-        text: list[str] = Field(min_length=1, description="source sentences, one per item",
-                                examples=[["我们走吧。", "谢谢你。"]])
-        beam_size: int = Field(5, ge=1, le=max_beam_size, description="beam width; 1 = greedy search")
-        n_best: int = Field(1, ge=1, description="hypotheses returned per sentence (at most beam_size)")
-        alpha: float | None = Field(None, ge=0.0, le=5.0,
-                                    description="length-penalty exponent (default: GNMT's 0.6, or the engine's)")
-        attention: bool = Field(False, description="return the cross-attention of each best hypothesis")
-        src_lang: Literal[source] | None = Field(None, description="if given, must be the model's source language")
-        tgt_lang: Literal[target] | None = Field(None, description="if given, must be the model's target language")
+    text: list[str] = Field(min_length=1, description="source sentences, one per item",
+                            examples=[["我们走吧。", "谢谢你。"]])
 
-        @field_validator("text")
-        @classmethod
-        def _utf8(cls, text: list[str]) -> list[str]:
-            for i, line in enumerate(text):
-                try:
-                    line.encode("utf-8")
-                except UnicodeEncodeError:  # a lone surrogate such as "\\ud800" in the JSON
-                    raise ValueError(f"text[{i}] is not valid Unicode (lone surrogate)") from None
-            return text
+    @field_validator("text")
+    @classmethod
+    def _utf8(cls, text: list[str]) -> list[str]:
+        for i, line in enumerate(text):
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate such as "\\ud800" in the JSON
+                raise ValueError(f"text[{i}] is not valid Unicode (lone surrogate)") from None
+        return text
 
-        @model_validator(mode="after")
-        def _n_best(self) -> "TranslateRequest":
-            if self.n_best > self.beam_size:
-                raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
-            return self
+    @model_validator(mode="after")
+    def _options(self) -> "_RequestBase":
+        self.options()  # the checks across fields (n_best <= beam_size) are DecodingOptions'
+        return self
 
-    return TranslateRequest
+    def options(self) -> DecodingOptions:
+        return DecodingOptions(**{name: getattr(self, name) for name in NAMES})
+
+
+def request_model(src_lang: str, tgt_lang: str, max_beam_size: int,
+                  defaults: DecodingOptions = DecodingOptions()) -> type[_RequestBase]:
+    """The body of POST /translate for one server, derived from DecodingOptions: every decoding
+    option with the model's default and its bounds, so clients (and schema-driven fuzzers) see
+    them; the languages and the beam limit of this server are part of it too. Unknown fields are
+    refused, so a misspelt option is an error rather than silently ignored."""
+    fields: dict[str, Any] = {}
+    for name, f in FIELDS.items():
+        m = f.metadata
+        annotation = Literal[m["choices"]] if m["choices"] else type(f.default)
+        le = max_beam_size if name == "beam_size" else m["le"]
+        fields[name] = (annotation, Field(getattr(defaults, name), ge=m["ge"], gt=m["gt"], le=le, description=m["help"]))
+    fields["src_lang"] = (Literal[src_lang] | None, Field(None, description="if given, must be the model's source language"))
+    fields["tgt_lang"] = (Literal[tgt_lang] | None, Field(None, description="if given, must be the model's target language"))
+    model: type[_RequestBase] = create_model("TranslateRequest", __base__=_RequestBase, **fields)
+    return model
 
 
 class Hypothesis(BaseModel):
@@ -118,7 +126,7 @@ class TranslateResponse(BaseModel):
 @dataclass
 class _Job:
     texts: list[str]
-    key: tuple  # the search options: only jobs with equal keys share a batch
+    key: Any  # the decoding options: only jobs with equal keys share a batch
     future: asyncio.Future
     queued: float = field(default_factory=time.perf_counter)
 
@@ -148,13 +156,13 @@ class DynamicBatcher:
                 pass
         self.executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[str], key: tuple) -> tuple[list[Any], dict]:
+    async def submit(self, texts: list[str], key: Any) -> tuple[list[Any], dict]:
         """The translations of `texts` and the timings of the batch they were decoded in."""
         job = _Job(texts, key, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
         return await job.future
 
-    def _take(self, key: tuple, room: int) -> list[_Job]:
+    def _take(self, key: Any, room: int) -> list[_Job]:
         """Pending jobs of this key that fit in `room` lines, oldest first."""
         taken = []
         for job in list(self.pending):
@@ -218,22 +226,6 @@ class DynamicBatcher:
                 offset += len(job.texts)
 
 
-def _score(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
-def _result(t, tokenizer, with_attention: bool) -> Result:
-    attention = None
-    if with_attention and t.attention is not None and t.target_ids is not None:
-        weights = t.attention.tolist() if hasattr(t.attention, "tolist") else list(t.attention)
-        attention = Attention(source_tokens=tokenizer.src_pieces(t.source_ids) + ["</s>"],
-                              target_tokens=tokenizer.tgt_pieces(t.target_ids) + ["</s>"],
-                              weights=[[round(float(w), 4) for w in row] for row in weights])
-    return Result(source=t.source, text=t.text, score=_score(t.score),
-                  hypotheses=[Hypothesis(text=text, score=_score(s)) for text, s in t.hypotheses],
-                  truncated=t.truncated, attention=attention)
-
-
 def page() -> str:
     return resources.files("nmt").joinpath("static/index.html").read_text(encoding="utf-8")
 
@@ -242,9 +234,8 @@ def create_app(translator, options: ServeOptions = ServeOptions(), *, name: str 
     """The FastAPI application serving `translator` (an nmt.Translator). `name`: what /health
     reports as the model (e.g. the checkpoint's file name; never a path the client can choose)."""
 
-    def decode(texts: list[str], key: tuple) -> list[Any]:
-        beam_size, n_best, alpha, attention = key
-        return translator.translate(texts, beam_size=beam_size, n_best=n_best, alpha=alpha, attention=attention)
+    def decode(texts: list[str], key: DecodingOptions) -> list[Any]:
+        return translator.translate(texts, key)
 
     batcher = DynamicBatcher(decode, wait_ms=options.batch_wait_ms, max_lines=options.max_batch_lines,
                              enabled=options.batching)
@@ -275,30 +266,30 @@ def create_app(translator, options: ServeOptions = ServeOptions(), *, name: str 
     @app.get("/health")
     async def health() -> dict:
         """The model and the server's limits; `batches`/`lines` count what was decoded so far."""
-        return {"status": "ok", "model": name, "engine": translator.engine, "src_lang": translator.src_lang,
+        return {"status": "ok", "model": name, "engine": translator.engine.name, "src_lang": translator.src_lang,
                 "tgt_lang": translator.tgt_lang, "batching": options.batching, "batch_wait_ms": options.batch_wait_ms,
                 "max_batch_lines": options.max_batch_lines, "max_lines": options.max_lines,
                 "max_chars": options.max_chars, "max_beam_size": options.max_beam_size,
                 "batches": batcher.batches, "lines": batcher.lines}
 
-    TranslateRequest = request_model(translator.src_lang, translator.tgt_lang, options.max_beam_size)
+    TranslateRequest = request_model(translator.src_lang, translator.tgt_lang, options.max_beam_size,
+                                     translator.defaults)
 
     @app.post("/translate", response_model=TranslateResponse,
               responses={413: {"description": "too many lines or characters"},
                          422: {"description": "malformed request or unsupported option"}})
     # (no `from __future__ import annotations` in this module: FastAPI must see this class, not a name)
-    async def translate(request: TranslateRequest) -> TranslateResponse:  # type: ignore[valid-type]
+    async def translate(body: TranslateRequest) -> TranslateResponse:  # type: ignore[valid-type]
         arrived = time.perf_counter()
+        request = cast(_RequestBase, body)  # a TranslateRequest: the schema of this server
         if len(request.text) > options.max_lines:
             raise HTTPException(413, f"{len(request.text)} lines; this server takes at most {options.max_lines}")
         chars = sum(len(t) for t in request.text)
         if chars > options.max_chars:
             raise HTTPException(413, f"{chars} characters; this server takes at most {options.max_chars}")
-        if request.attention and translator.engine != "torch":
-            raise HTTPException(422, f"attention is not available with the {translator.engine} engine")
-        key = (request.beam_size, request.n_best, request.alpha, request.attention)
-        translations, timings = await batcher.submit(request.text, key)
-        results = [_result(t, translator.tokenizer, request.attention) for t in translations]
+        decoding = request.options()  # also the batching key: only equal options share a batch
+        translations, timings = await batcher.submit(request.text, decoding)
+        results = [Result(**t.as_dict(translator.tokenizer if decoding.attention else None)) for t in translations]
         return TranslateResponse(translations=results,
                                  timings=Timings(total_ms=(time.perf_counter() - arrived) * 1000, **timings))
 

@@ -139,7 +139,7 @@ class Tokenizer:
         return self.state_dict()
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
+        self.__init__(**state)  # type: ignore[misc]
 
     def save(self, directory: str | Path) -> list[Path]:
         """Write `spm.model` (joint) or `spm.src.model` + `spm.tgt.model` for other tools, and
@@ -149,6 +149,7 @@ class Tokenizer:
         if self.joint:
             files: dict[str, bytes] = {"spm.model": self.src_model}
         else:
+            assert self.tgt_model is not None  # not joint: two models
             files = {"spm.src.model": self.src_model, "spm.tgt.model": self.tgt_model}
         if self.src_normalize or self.tgt_normalize:
             steps = {"src_normalize": self.src_normalize, "tgt_normalize": self.tgt_normalize}
@@ -211,10 +212,11 @@ def train_tokenizer(
     src_norm, tgt_norm = make_normalizer(cfg.src_normalize), make_normalizer(cfg.tgt_normalize)
     src_texts = map(src_norm, src_texts) if src_norm else src_texts
     tgt_texts = map(tgt_norm, tgt_texts) if tgt_norm else tgt_texts
-    steps = {"src_normalize": cfg.src_normalize, "tgt_normalize": cfg.tgt_normalize}
     if cfg.joint:
-        return Tokenizer(src_model=_train_model(_chain(src_texts, tgt_texts), cfg), **steps)
-    return Tokenizer(src_model=_train_model(src_texts, cfg), tgt_model=_train_model(tgt_texts, cfg), **steps)
+        return Tokenizer(src_model=_train_model(_chain(src_texts, tgt_texts), cfg),
+                         src_normalize=cfg.src_normalize, tgt_normalize=cfg.tgt_normalize)
+    return Tokenizer(src_model=_train_model(src_texts, cfg), tgt_model=_train_model(tgt_texts, cfg),
+                     src_normalize=cfg.src_normalize, tgt_normalize=cfg.tgt_normalize)
 
 
 def _chain(*iterables: Iterable[str]) -> Iterator[str]:

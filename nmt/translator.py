@@ -1,60 +1,79 @@
-"""Translate sentences with a loaded model: encode, sort by length, batch, decode, restore order."""
+"""The torch engine: decode source rows with a checkpoint's model (greedy, beam search, sampling).
+
+Rows are sorted by length and cut into token-bucket batches here; a batch that runs out of memory
+is split in two and retried. Dimensions: b sentences of a batch, S source length.
+"""
 
 from __future__ import annotations
 
 import sys
-from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from nmt.batching import Translation, translate_in_batches
+from nmt.batching import make_batches
 from nmt.checkpoint import LoadedModel
 from nmt.decoding.beam import beam_search
 from nmt.decoding.greedy import greedy_decode
-from nmt.decoding.options import BeamOptions, SamplingOptions
+from nmt.decoding.options import DecodingOptions
+from nmt.decoding.results import NAN, Hypothesis
 from nmt.decoding.sampling import sample_decode
 from nmt.errors import TranslationError
 from nmt.tokenizer import PAD_ID
 
-__all__ = ["Translation", "TranslationError", "translate", "split_on_oom"]
+if TYPE_CHECKING:
+    from nmt.models import Seq2Seq
+
+__all__ = ["TorchEngine", "split_on_oom"]
 
 
-def translate(loaded: LoadedModel, sentences: list[str], *, options: BeamOptions | None = None,
-              max_tokens: int = 4096, max_sentences: int = 0, device: str | torch.device = "cpu",
-              record_attention: bool = False, sampling: SamplingOptions | None = None) -> list[Translation]:
-    """One Translation per input sentence, in input order (see `nmt.batching.translate_in_batches`).
-    Beam size 1 with one hypothesis runs greedy search (the same result, less bookkeeping);
-    `sampling` draws one output per sentence instead (beam options give only the max length)."""
-    options = options or BeamOptions(beam_size=1, max_len_a=loaded.cfg.trainer.max_decode_len_a,
-                                     max_len_b=loaded.cfg.trainer.max_decode_len_b)
-    greedy = options.beam_size == 1 and options.n_best == 1 and not record_attention
+class TorchEngine:
+    """A checkpoint's model on one device; every decoding option, attention included."""
 
-    def decode(rows: list[list[int]], first: int) -> list:
-        src = torch.full((len(rows), max(map(len, rows))), PAD_ID, dtype=torch.long)
-        for r, row in enumerate(rows):
-            src[r, : len(row)] = torch.tensor(row)
-        src = src.to(device)
-        generator = None if sampling is None else torch.Generator(device=src.device).manual_seed(sampling.seed + first)
-        return split_on_oom(partial(_decode_batch, loaded.model, options=options, greedy=greedy,
-                                    record_attention=record_attention, sampling=sampling, generator=generator), src)
+    name = "torch"
 
-    return translate_in_batches(loaded.tokenizer, sentences, decode, limit=loaded.cfg.model.max_positions - 1,
-                                max_tokens=max_tokens, max_sentences=max_sentences,
-                                width=1 if greedy else options.beam_size)
+    def __init__(self, loaded: LoadedModel, *, device: str | torch.device = "cpu", max_tokens: int = 4096,
+                 max_sentences: int = 0) -> None:
+        """A batch holds at most `max_tokens` source tokens divided by the beam size (the beam
+        multiplies the decoder's batch) and at most `max_sentences` sentences (0: no limit)."""
+        self.model = cast("Seq2Seq[Any]", loaded.model)  # a Transformer or an RNNSeq2Seq
+        self.cfg, self.tokenizer = loaded.cfg, loaded.tokenizer
+        self.device = torch.device(device)
+        self.max_tokens, self.max_sentences = max_tokens, max_sentences
 
+    def decode(self, rows: list[list[int]], options: DecodingOptions) -> list[list[Hypothesis]]:
+        """rows: source ids + EOS, any number -> per row its n-best, best first, in row order."""
+        lens = [len(row) for row in rows]
+        tokens = [n - 1 for n in lens]  # batches are sized without the EOS (make_batches adds one)
+        budget = max(self.max_tokens // options.width, max(tokens, default=1))
+        out: list[list[Hypothesis]] = [[] for _ in rows]
+        for batch in make_batches(tokens, [0] * len(rows), max_tokens=budget, max_sentences=self.max_sentences):
+            src = torch.full((len(batch), max(lens[i] for i in batch)), PAD_ID, dtype=torch.long)  # (b, S)
+            for r, i in enumerate(batch):
+                src[r, : lens[i]] = torch.tensor(rows[i])
+            generator = None
+            if options.sampling:  # one generator per batch: the same seed gives the same samples
+                generator = torch.Generator(device=self.device).manual_seed(options.seed + batch[0])
+            results = split_on_oom(lambda s: self._decode_batch(s, options, generator), src.to(self.device))
+            for i, nbest in zip(batch, results):
+                for h in nbest:
+                    if h.attention is not None:
+                        h.attention = h.attention[:, : lens[i]]  # drop the batch's padding columns
+                out[i] = nbest
+        return out
 
-def _decode_batch(model, src: torch.Tensor, *, options: BeamOptions, greedy: bool, record_attention: bool,
-                  sampling: SamplingOptions | None, generator: torch.Generator | None) -> list:
-    """src (b, S) -> per sentence: the n-best (token ids, score) and the best one's attention."""
-    if sampling is not None:
-        return [([(ids, float("nan"))], None) for ids in sample_decode(
-            model, src, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
-            max_len_a=options.max_len_a, max_len_b=options.max_len_b, generator=generator)]
-    if greedy:
-        return [([(ids, float("nan"))], None)
-                for ids in greedy_decode(model, src, max_len_a=options.max_len_a, max_len_b=options.max_len_b)]
-    results = beam_search(model, src, options, record_attention=record_attention)
-    return [([(h.tokens, h.score) for h in nbest], nbest[0].attention) for nbest in results]
+    def _decode_batch(self, src: torch.Tensor, options: DecodingOptions,
+                      generator: torch.Generator | None) -> list[list[Hypothesis]]:
+        """src (b, S) -> per sentence its n-best."""
+        if options.sampling:
+            ids = sample_decode(self.model, src, temperature=options.temperature, top_k=options.top_k,
+                                top_p=options.top_p, generator=generator,
+                                max_len_a=options.max_len_a, max_len_b=options.max_len_b, min_len=options.min_len)
+            return [[Hypothesis(x, NAN)] for x in ids]
+        if options.greedy:
+            return [[Hypothesis(x, NAN)] for x in greedy_decode(self.model, src, max_len_a=options.max_len_a,
+                                                                      max_len_b=options.max_len_b, min_len=options.min_len)]
+        return beam_search(self.model, src, options)
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -267,11 +267,12 @@ def decode(spec: dict) -> dict:
     from nmt.api import Translator
 
     engine = spec["engine"]
-    translator = Translator.from_checkpoint(spec["model"], engine=engine, int8=spec.get("int8", False))
+    translator = Translator.from_checkpoint(spec["model"], engine=engine, int8=spec.get("int8", False),
+                                            max_sentences=BATCH, max_tokens=10**9)
     if spec.get("uncached"):
-        translator.loaded.model = PrefixRefeed(translator.loaded.model)
+        translator.engine.model = PrefixRefeed(translator.engine.model)
     lines = Path(spec["src_file"]).read_text(encoding="utf-8").splitlines()
-    search = dict(beam_size=BEAM, length_penalty="length", alpha=1.0, max_sentences=BATCH, max_tokens=10**9)
+    search = dict(beam_size=BEAM, length_penalty="length", alpha=1.0)
     translator.translate(lines[:BATCH], **search)  # warm-up: allocator, thread pools, lazy inits
     if spec.get("buckets"):  # seconds per sentence against source length
         return {"buckets": bucket_costs(translator, lines, search, spec.get("max_len", 100))}

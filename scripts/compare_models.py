@@ -106,10 +106,8 @@ def read_lines(path: Path) -> list[str]:
 
 def evaluate(models: list[dict], test_sets: dict[str, dict], runs_dir: Path) -> dict:
     """Beam 5 on every test set with each model's best checkpoint; scores, speed, significance."""
-    from nmt.checkpoint import load_model
-    from nmt.decoding.beam import BeamOptions
+    from nmt.api import Translator
     from nmt.evaluation import compare_systems, corpus_scores
-    from nmt.translator import translate
 
     results: dict = {}
     for i, (set_name, ts) in enumerate(test_sets.items()):
@@ -119,17 +117,16 @@ def evaluate(models: list[dict], test_sets: dict[str, dict], runs_dir: Path) -> 
         # Each test set starts with the next model (no model always decodes first, on a cold
         # machine), and each model is warmed up (allocator, thread pools) before it is timed.
         for m in models[i % len(models):] + models[: i % len(models)]:
-            loaded = load_model(m["best_checkpoint"])
-            t = loaded.cfg.trainer
-            options = BeamOptions(beam_size=5, max_len_a=t.max_decode_len_a, max_len_b=t.max_decode_len_b)
-            print(f"[{m['name']}] beam 5 on {set_name} ({len(ts['sources'])} sentences)", flush=True)
-            translate(loaded, ts["sources"][:32], options=options)  # warm-up, not timed
+            translator = Translator.from_checkpoint(m["best_checkpoint"])
+            options = translator.options(beam_size=5)
+            print(f"[{m['name']}] {options.describe()} on {set_name} ({len(ts['sources'])} sentences)", flush=True)
+            translator.translate(ts["sources"][:32], options)  # warm-up, not timed
             start = time.perf_counter()
-            hyps = [x.text for x in translate(loaded, ts["sources"], options=options)]
+            hyps = [x.text for x in translator.translate(ts["sources"], options)]
             seconds = time.perf_counter() - start
             out = runs_dir / m["name"] / f"{set_name}.hyp.en"
             out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
-            tokens = sum(len(ids) + 1 for ids in loaded.tokenizer.encode_tgt(hyps))
+            tokens = sum(len(ids) + 1 for ids in translator.tokenizer.encode_tgt(hyps))
             results[set_name]["models"][m["name"]] = {
                 "hypotheses": str(out), "scores": corpus_scores(hyps, ts["references"], tgt_lang="en"),
                 "seconds": round(seconds, 1), "sentences_per_s": round(len(hyps) / seconds, 1),
@@ -164,17 +161,14 @@ def plot_learning_curves(models: list[dict], path: Path, budget_min: float) -> N
 
 
 def heatmaps(models: list[dict], sentence: str, img_dir: Path) -> dict[str, str]:
-    from nmt.checkpoint import load_model
-    from nmt.decoding.beam import BeamOptions
+    from nmt.api import Translator
     from nmt.plots import save_attention_heatmap
-    from nmt.translator import translate
 
     paths = {}
     for m in models:
-        loaded = load_model(m["best_checkpoint"])
-        tr, tok = loaded.cfg.trainer, loaded.tokenizer
-        options = BeamOptions(beam_size=5, max_len_a=tr.max_decode_len_a, max_len_b=tr.max_decode_len_b)
-        (t,) = translate(loaded, [sentence], options=options, record_attention=True)
+        translator = Translator.from_checkpoint(m["best_checkpoint"])
+        tok = translator.tokenizer
+        (t,) = translator.translate([sentence], beam_size=5, attention=True)
         path = img_dir / f"attention_{m['name']}.png"
         save_attention_heatmap(path, t.attention, tok.src_pieces(t.source_ids) + ["</s>"],
                                tok.tgt_pieces(t.target_ids) + ["</s>"], title=f"{m['name']}: {t.text}")

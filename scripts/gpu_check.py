@@ -327,7 +327,7 @@ def _timed_decode(translator, sentences: list[str], st: State, budget_end: float
     import torch
 
     device = torch.device(st.mode.device)
-    search = dict(beam_size=5, length_penalty="length", alpha=1.0, max_tokens=st.mode.decode_max_tokens)
+    search = dict(beam_size=5, length_penalty="length", alpha=1.0)
     translator.translate(sentences[:8], **search)  # CUDA context, cuBLAS handles, allocator pools
     outputs, start = [], _clock(device)
     for i in range(0, len(sentences), st.mode.decode_chunk):
@@ -335,7 +335,7 @@ def _timed_decode(translator, sentences: list[str], st: State, budget_end: float
             break
         outputs += translator.translate(sentences[i: i + st.mode.decode_chunk], **search)
     seconds = _clock(device) - start
-    tokens = sum(len(t.target_ids or ()) for t in outputs)
+    tokens = sum(len(t.target_ids) for t in outputs)
     return {"sentences_in": len(sentences), "sentences_out": len(outputs), "complete": len(outputs) == len(sentences),
             "seconds": round(seconds, 2), "sentences_per_s": round(len(outputs) / seconds, 2),
             "target_tokens": tokens, "target_tokens_per_s": round(tokens / seconds, 1),
@@ -354,7 +354,7 @@ def part_decode_torch(st: State) -> dict:
     if st.checkpoint is None:
         raise RuntimeError("needs a checkpoint from train_eager, which failed")
     end = _decode_budget_end(st, "decode_torch")
-    translator = Translator.from_checkpoint(st.checkpoint, device=st.mode.device)
+    translator = Translator.from_checkpoint(st.checkpoint, device=st.mode.device, max_tokens=st.mode.decode_max_tokens)
     out = {"engine": "torch", "checkpoint": str(st.checkpoint), **_timed_decode(translator, _test_sentences(st), st, end)}
     del translator
     _free_memory()
@@ -381,7 +381,8 @@ def part_decode_ctranslate2(st: State) -> dict:
         why = "sees no CUDA device (a build without CUDA, or no driver it can use)"
     else:
         try:
-            translator = Translator.from_checkpoint(export, device=st.mode.device, engine="ctranslate2")
+            translator = Translator.from_checkpoint(export, device=st.mode.device, engine="ctranslate2",
+                                                    max_tokens=st.mode.decode_max_tokens)
             return {**info, **_timed_decode(translator, sentences, st, end)}
         except Exception as err:
             if st.mode.device == "cpu":

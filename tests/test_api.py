@@ -24,28 +24,33 @@ def test_translate_keeps_order_and_gives_n_best(translator):
     texts = ["a b c", "", "d e f g h", "j"]
     results = translator.translate(texts, beam_size=4, n_best=3)
     assert [r.source for r in results] == texts
-    assert results[1].text == "" and results[1].hypotheses == [("", 0.0)]
+    assert results[1].text == "" and [(h.text, h.score) for h in results[1].hypotheses] == [("", 0.0)]
     for r in (results[0], results[2], results[3]):
         assert len(r.hypotheses) == 3
-        scores = [s for _, s in r.hypotheses]
+        scores = [h.score for h in r.hypotheses]
         assert scores == sorted(scores, reverse=True)
-        assert r.text == r.hypotheses[0][0] and r.score == scores[0]
+        assert r.text == r.hypotheses[0].text and r.score == scores[0]
+        assert all(h.text == translator.tokenizer.decode_tgt(h.tokens) for h in r.hypotheses)
     assert [r.text for r in translator.translate(texts[0], beam_size=4)] == [results[0].text]  # a str: one sentence
 
 
 def test_greedy_scores_are_nan_and_attention_has_the_documented_shape(translator):
     (greedy,) = translator.translate("a b c", beam_size=1)
-    assert math.isnan(greedy.hypotheses[0][1])
+    assert math.isnan(greedy.hypotheses[0].score)
     (r,) = translator.translate("a b c", attention=True)
     assert r.attention.shape == (len(r.target_ids) + 1, len(r.source_ids) + 1)
     torch.testing.assert_close(r.attention.sum(-1), torch.ones(r.attention.size(0)))
 
 
 def test_bad_options_raise_value_error(translator):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="beam_size must be >= 1, got 0"):
         translator.translate("a", beam_size=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"n_best \(3\) cannot exceed beam_size \(2\)"):
         translator.translate("a", beam_size=2, n_best=3)
+    with pytest.raises(ValueError, match="unknown decoding option 'beam'"):
+        translator.translate("a", beam=2)
+    with pytest.raises(ValueError, match="top_p must be > 0 and <= 1"):
+        translator.translate("a", sampling=True, top_p=1.5)
     with pytest.raises(ValueError, match="engine"):
         Translator.from_checkpoint("x.ckpt", engine="onnx")
 
@@ -73,3 +78,4 @@ def test_the_examples_in_docs_api_md_run(toy_ckpt, capsys):
     out = capsys.readouterr().out
     assert out.startswith("xx -> yy\n")
     assert "'' -> ''" in out and "2 lines:" in out
+    assert "beam 8, GNMT length penalty alpha 1, max length 1.5*src+10" in out  # DecodingOptions' own defaults

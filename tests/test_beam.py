@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from nmt.decoding.beam import BeamOptions, beam_search, beam_step
+from nmt.decoding.beam import beam_search, beam_step
+from nmt.decoding.options import DecodingOptions
 from nmt.decoding.greedy import greedy_decode
 from nmt.decoding.penalties import final_score
 from nmt.decoding.sampling import filter_logits, sample_decode
@@ -45,7 +46,7 @@ class ScriptedModel:
     def encode(self, src, src_mask):
         return src[:, :1, None].float()  # (B, 1, 1): the sentence id travels with the rows
 
-    def make_cache(self) -> ScriptedCache:
+    def make_cache(self, *, record_attention: bool = False) -> ScriptedCache:
         return ScriptedCache()
 
     def decode(self, tgt_in, memory, src_mask, cache):
@@ -75,7 +76,7 @@ def test_beam_step_returns_the_2k_best_with_parent_beams():
 
 def test_hypotheses_are_ordered_by_score_with_exact_log_probabilities():
     model = ScriptedModel([{(): dist(A=0.6, B=0.4), (A,): dist(EOS=0.9, A=0.1), (B,): dist(EOS=1.0)}], dist(EOS=1.0))
-    hyps = beam_search(model, src_for(1), BeamOptions(beam_size=2, n_best=2, length_penalty="none"))[0]
+    hyps = beam_search(model, src_for(1), DecodingOptions(beam_size=2, n_best=2, length_penalty="none"))[0]
     assert [h.tokens for h in hyps] == [[A], [B]]
     assert hyps[0].logprob == pytest.approx(math.log(0.54))
     assert hyps[1].logprob == pytest.approx(math.log(0.4))
@@ -85,7 +86,7 @@ def test_hypotheses_are_ordered_by_score_with_exact_log_probabilities():
 def test_length_penalty_decides_between_short_and_long(penalty, alpha, best):
     # [B]: p = 0.4 with 2 tokens (B, EOS); [A, C]: p = 0.35 with 3 tokens (A, C, EOS).
     model = ScriptedModel([TWO_WAYS], dist(EOS=1.0))
-    hyps = beam_search(model, src_for(1), BeamOptions(beam_size=2, n_best=2, length_penalty=penalty, alpha=alpha))[0]
+    hyps = beam_search(model, src_for(1), DecodingOptions(beam_size=2, n_best=2, length_penalty=penalty, alpha=alpha))[0]
     assert hyps[0].tokens == best
     if penalty == "length":
         assert hyps[0].score == pytest.approx(math.log(0.35) / 3)
@@ -93,34 +94,34 @@ def test_length_penalty_decides_between_short_and_long(penalty, alpha, best):
 
 def test_n_best_lists_every_finished_hypothesis_best_first():
     model = ScriptedModel([TWO_WAYS], dist(EOS=1.0))
-    hyps = beam_search(model, src_for(1), BeamOptions(beam_size=2, n_best=2, length_penalty="none"))[0]
+    hyps = beam_search(model, src_for(1), DecodingOptions(beam_size=2, n_best=2, length_penalty="none"))[0]
     assert [h.tokens for h in hyps] == [[B], [A, C]]
     assert hyps[0].score >= hyps[1].score
 
 
 def test_eos_ends_a_hypothesis_and_min_len_forbids_early_eos():
     model = ScriptedModel([{(): dist(EOS=0.9, A=0.1)}], dist(EOS=1.0))
-    assert beam_search(model, src_for(1), BeamOptions(beam_size=2, min_len=0))[0][0].tokens == []
-    assert beam_search(model, src_for(1), BeamOptions(beam_size=2, min_len=1))[0][0].tokens == [A]
+    assert beam_search(model, src_for(1), DecodingOptions(beam_size=2, min_len=0))[0][0].tokens == []
+    assert beam_search(model, src_for(1), DecodingOptions(beam_size=2, min_len=1))[0][0].tokens == [A]
 
 
 def test_max_length_forces_eos_at_a_times_src_len_plus_b():
     model = ScriptedModel([{}], dist(A=0.7, B=0.3))  # never chooses EOS by itself
     for a, b, src_len, expected in ((0.0, 3, 3, 3), (1.0, 1, 4, 5)):
-        hyp = beam_search(model, src_for(1, src_len), BeamOptions(beam_size=2, max_len_a=a, max_len_b=b))[0][0]
+        hyp = beam_search(model, src_for(1, src_len), DecodingOptions(beam_size=2, max_len_a=a, max_len_b=b))[0][0]
         assert hyp.tokens == [A] * expected
 
 
 def test_no_repeat_ngram_keeps_bigrams_unique():
     model = ScriptedModel([{}], dist(A=0.6, B=0.3, C=0.1))
-    hyp = beam_search(model, src_for(1), BeamOptions(beam_size=2, max_len_a=0, max_len_b=6, no_repeat_ngram_size=2))[0][0]
+    hyp = beam_search(model, src_for(1), DecodingOptions(beam_size=2, max_len_a=0, max_len_b=6, no_repeat_ngram_size=2))[0][0]
     bigrams = list(zip(hyp.tokens, hyp.tokens[1:]))
     assert len(hyp.tokens) == 6 and len(bigrams) == len(set(bigrams))
 
 
 def test_sentences_of_a_batch_do_not_interfere_and_finish_at_different_steps():
     tables = [TWO_WAYS, {(): dist(C=1.0), (C,): dist(C=1.0), (C, C): dist(EOS=1.0)}]
-    hyps = beam_search(ScriptedModel(tables, dist(EOS=1.0)), src_for(2), BeamOptions(beam_size=2, length_penalty="none"))
+    hyps = beam_search(ScriptedModel(tables, dist(EOS=1.0)), src_for(2), DecodingOptions(beam_size=2, length_penalty="none"))
     assert [h[0].tokens for h in hyps] == [[B], [C, C]]
 
 
@@ -129,7 +130,7 @@ def test_beam_size_one_equals_greedy_on_a_real_model():
     src = torch.randint(4, 50, (4, 6))
     src[2, 3:] = PAD_ID
     greedy = greedy_decode(model, src, max_len_a=1.0, max_len_b=4)
-    beam = beam_search(model, src, BeamOptions(beam_size=1, max_len_a=1.0, max_len_b=4, min_len=0, length_penalty="none"))
+    beam = beam_search(model, src, DecodingOptions(beam_size=1, max_len_a=1.0, max_len_b=4, min_len=0, length_penalty="none"))
     assert [h[0].tokens for h in beam] == greedy
 
 
@@ -138,7 +139,7 @@ def test_a_batch_gives_the_same_output_as_sentences_one_by_one():
     src = torch.randint(4, 50, (3, 7))
     src[1, 4:] = PAD_ID
     src[2, 2:] = PAD_ID
-    opts = BeamOptions(beam_size=3, n_best=2, max_len_a=1.0, max_len_b=3)
+    opts = DecodingOptions(beam_size=3, n_best=2, max_len_a=1.0, max_len_b=3)
     batch = beam_search(model, src, opts)
     for i in range(3):
         alone = beam_search(model, src[i : i + 1, : int((src[i] != PAD_ID).sum())], opts)[0]
@@ -168,9 +169,9 @@ def test_recorded_attention_rows_sum_to_one_and_skip_padding():
     model = small_model()
     src = torch.randint(4, 50, (2, 6))
     src[1, 4:] = PAD_ID
-    opts = BeamOptions(beam_size=3, max_len_a=1.0, max_len_b=3)
+    opts = DecodingOptions(beam_size=3, max_len_a=1.0, max_len_b=3)
     plain = beam_search(model, src, opts)
-    recorded = beam_search(model, src, opts, record_attention=True)
+    recorded = beam_search(model, src, opts.replace(attention=True))
     for p, r in zip(plain, recorded):  # the explicit attention path decodes the same
         assert p[0].tokens == r[0].tokens and p[0].score == pytest.approx(r[0].score, abs=1e-4)
         attention = r[0].attention
@@ -186,7 +187,7 @@ def test_beams_that_swap_places_keep_their_own_cache():
     table = {(): dist(A=0.6, B=0.4), (A,): dist(C=0.55, B=0.45), (B,): dist(A=0.9, C=0.1),
              (B, A): dist(EOS=1.0), (A, C): dist(EOS=1.0), (A, B): dist(EOS=1.0), (B, C): dist(EOS=1.0)}
     model = ScriptedModel([table], dist(A=0.5, B=0.5))
-    hyps = beam_search(model, src_for(1), BeamOptions(beam_size=2, n_best=2, length_penalty="none"))[0]
+    hyps = beam_search(model, src_for(1), DecodingOptions(beam_size=2, n_best=2, length_penalty="none"))[0]
     assert [h.tokens for h in hyps] == [[B, A], [A, C]]
     assert [h.logprob for h in hyps] == pytest.approx([math.log(0.36), math.log(0.33)])
 
@@ -225,9 +226,9 @@ def test_a_beam_wider_than_the_search_space_finds_exactly_the_exhaustive_ranking
     tables = random_tables(seed, 3)
     model = ScriptedModel([tables], dist(EOS=1.0))
     opts = dict(min_len=0, max_len_a=0.0, max_len_b=3, length_penalty=penalty, alpha=alpha)
-    hyps = beam_search(model, src_for(1), BeamOptions(beam_size=64, n_best=40, **opts))[0]
+    hyps = beam_search(model, src_for(1), DecodingOptions(beam_size=64, n_best=40, **opts))[0]
     truth = exhaustive(tables, 3, penalty, alpha)
     assert [h.tokens for h in hyps] == [seq for seq, _ in truth]
     assert [h.score for h in hyps] == pytest.approx([score for _, score in truth])
-    narrow = beam_search(model, src_for(1), BeamOptions(beam_size=2, **opts))[0][0]
+    narrow = beam_search(model, src_for(1), DecodingOptions(beam_size=2, **opts))[0][0]
     assert narrow.score <= truth[0][1] + 1e-5  # float32 sums

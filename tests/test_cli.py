@@ -113,6 +113,7 @@ def test_translate_jsonl_and_n_best_outputs(toy_run):
     assert [r["line"] for r in rows] == [1, 2] and rows[0]["source"] == "a b c"
     assert len(rows[0]["hypotheses"]) == 2 and rows[0]["hypotheses"][0]["score"] >= rows[0]["hypotheses"][1]["score"]
     assert rows[1]["hypotheses"][0]["text"] == ""
+    assert rows[0]["text"] == rows[0]["hypotheses"][0]["text"] and rows[0]["truncated"] is False  # Translation.as_dict
     moses = run("nmt.cli.translate", "--checkpoint", ckpt, "--src", "xx", "--tgt", "yy", "--beam-size", "3",
                 "--n-best", "2", stdin="a b c\nd e\n")
     ids = [line.split(" ||| ")[0] for line in moses.stdout.splitlines()]

@@ -42,6 +42,10 @@ def test_base_config_is_the_papers_base_model():
     ({"trainer": {"max_steps": -1, "max_epochs": -1}}, "set at least one of trainer.max_steps"),
     ({"trainer": {"max_time": "10 minutes", "max_steps": 5}}, "trainer.max_time must look like DD:HH:MM:SS"),
     ({"data": {"source": "hub"}, "trainer": {"max_steps": 5}}, "data.hub_name is required"),
+    ({"decoding": {"beam_size": 0}}, "decoding.beam_size: beam_size must be >= 1, got 0"),
+    ({"decoding": {"beam_size": 2, "n_best": 3}}, r"decoding.n_best: n_best \(3\) cannot exceed beam_size \(2\)"),
+    ({"decoding": {"length_penalty": "wu"}}, "decoding.length_penalty: length_penalty must be one of gnmt, length, none"),
+    ({"decoding": {"beam": 4}}, "unknown key 'decoding.beam'"),
 ])
 def test_bad_values_fail_with_a_one_line_message(values, message):
     values.setdefault("trainer", {}).setdefault("max_steps", 10)
@@ -59,6 +63,13 @@ def test_overrides_are_parsed_as_yaml_and_type_checked():
         from_dict({"trainer": {"max_steps": 1}}, ["model.width=3"])
     with pytest.raises(ConfigError, match="--set expects section.key=value"):
         parse_override("model.dropout")
+
+
+def test_old_decoding_length_keys_of_the_trainer_section_still_load_into_decoding():
+    cfg = from_dict({"trainer": {"max_steps": 1, "max_decode_len_a": 1.0, "max_decode_len_b": 3}})
+    assert (cfg.decoding.max_len_a, cfg.decoding.max_len_b) == (1.0, 3)
+    cfg = from_dict({"trainer": {"max_steps": 1}}, ["trainer.max_decode_len_b=4", "decoding.beam_size=2"])
+    assert (cfg.decoding.max_len_b, cfg.decoding.beam_size) == (4, 2)
 
 
 def test_config_file_errors_name_the_file(tmp_path):

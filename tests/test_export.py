@@ -21,6 +21,7 @@ from nmt.cli import export as export_cli
 from nmt.cli import translate as translate_cli
 from nmt.data import toy_reverse_split
 from nmt.ct2 import CTranslate2Engine
+from nmt.decoding.options import from_flags
 from nmt.errors import CheckpointError, ExportError
 from nmt.export import export_ctranslate2
 from nmt.masks import make_pad_mask
@@ -87,24 +88,58 @@ def test_separate_vocabularies_and_untied_embeddings_map_each_to_its_side(toy_ck
                                    atol=1e-4, rtol=1e-4)
 
 
-def test_exported_model_translates_like_ours(toy_ckpt, tmp_path, capsys):
-    """Every output that ends in EOS before the length limit is identical. At the limit the two
-    differ by definition: our search forces EOS there and scores it, CTranslate2 stops without it."""
+@pytest.mark.parametrize("flags", [[], ["--length-penalty", "length", "--alpha", "1"], ["--beam-size", "1"]])
+def test_the_same_options_give_the_same_translations_on_both_engines(toy_ckpt, tmp_path, capsys, flags):
+    """The same nmt-translate command, once per engine. Every output that ends in EOS before the
+    length limit is identical; at the limit the two differ by definition: our search forces EOS
+    there and scores it, CTranslate2 stops without it. No flags: the checkpoint's options (beam 5,
+    GNMT's penalty, which CTranslate2 lacks and nmt applies to its finished hypotheses)."""
     assert export_cli.main([str(toy_ckpt), str(tmp_path / "ct2")]) == 0, capsys.readouterr().err
     sources = [src for src, _ in toy_reverse_split("test")][:80]
     (tmp_path / "in.xx").write_text("\n".join(sources) + "\n", encoding="utf-8")
-    code = translate_cli.main(["--checkpoint", str(tmp_path / "ct2"), "--engine", "ctranslate2", "--src", "xx",
-                               "--tgt", "yy", "--beam-size", "4", "-i", str(tmp_path / "in.xx"),
-                               "-o", str(tmp_path / "out.yy")])  # default penalty for ctranslate2: length, alpha 1
-    assert code == 0, capsys.readouterr().err
-    theirs = (tmp_path / "out.yy").read_text(encoding="utf-8").splitlines()
-    ours = Translator.from_checkpoint(toy_ckpt).translate(sources, beam_size=4, length_penalty="length", alpha=1.0)
-    t = load_model(toy_ckpt).cfg.trainer
+    outputs = {}
+    for engine, model in (("torch", toy_ckpt), ("ctranslate2", tmp_path / "ct2")):
+        code = translate_cli.main(["--checkpoint", str(model), "--engine", engine, "--src", "xx", "--tgt", "yy",
+                                   "-i", str(tmp_path / "in.xx"), "-o", str(tmp_path / f"{engine}.yy"), *flags])
+        assert code == 0, capsys.readouterr().err
+        outputs[engine] = (tmp_path / f"{engine}.yy").read_text(encoding="utf-8").splitlines()
+    translator = Translator.from_checkpoint(toy_ckpt)
+    args = translate_cli.parse_args(["--checkpoint", "x", "--src", "xx", "--tgt", "yy", *flags])
+    ours = translator.translate(sources, from_flags(args, translator.defaults))
+    assert [t.text for t in ours] == outputs["torch"]  # the API with the same options gives the CLI's output
+    d = translator.defaults
     below_limit = [i for i, r in enumerate(ours)
-                   if len(r.target_ids) < int((len(r.source_ids) + 1) * t.max_decode_len_a + t.max_decode_len_b)]
-    assert len(theirs) == len(sources) and len(below_limit) >= len(sources) // 2  # a 30-step toy model
-    assert [theirs[i] for i in below_limit] == [ours[i].text for i in below_limit]
-    assert sum(a == b.text for a, b in zip(theirs, ours)) >= 0.95 * len(sources)
+                   if len(r.target_ids) < int((len(r.source_ids) + 1) * d.max_len_a + d.max_len_b)]
+    assert len(outputs["ctranslate2"]) == len(sources) and len(below_limit) >= 10  # a 30-step toy: many reach it
+    assert [outputs["ctranslate2"][i] for i in below_limit] == [outputs["torch"][i] for i in below_limit]
+    assert sum(a == b for a, b in zip(outputs["ctranslate2"], outputs["torch"])) >= 0.95 * len(sources)
+
+
+def test_gnmt_ranking_of_ctranslate2s_finished_hypotheses_gives_our_n_best(toy_ckpt, tmp_path):
+    """GNMT's penalty on the CTranslate2 engine: its beam_size finished hypotheses, unpenalised,
+    ranked by nmt. Compared where every one of our hypotheses ended before the length limit (at
+    the limit the engines differ by definition, see above). With min_len 1, CTranslate2
+    renormalises the first step's distribution without EOS and our search does not (fairseq's
+    way): its log-probabilities are then ours plus one constant per sentence, log 1/(1 - P(EOS))."""
+    export_ctranslate2(load_model(toy_ckpt), tmp_path / "ct2")
+    ours = Translator.from_checkpoint(toy_ckpt)
+    theirs = Translator.from_checkpoint(tmp_path / "ct2", engine="ctranslate2")
+    d = ours.defaults
+    sources = [src for src, _ in toy_reverse_split("test")][:60]
+    winners = set()
+    for alpha in (0.0, 1.0, 3.0):  # alpha changes which finished hypothesis wins
+        a = ours.translate(sources, beam_size=4, n_best=3, alpha=alpha)
+        b = theirs.translate(sources, beam_size=4, n_best=3, alpha=alpha)
+        ended = [i for i, t in enumerate(a)
+                 if all(len(h.tokens) < int((len(t.source_ids) + 1) * d.max_len_a + d.max_len_b) for h in t.hypotheses)]
+        assert len(ended) >= 10
+        same = [i for i in ended if [h.tokens for h in a[i].hypotheses] == [h.tokens for h in b[i].hypotheses]]
+        assert len(same) >= 0.9 * len(ended), (alpha, len(same), len(ended))
+        for i in same:
+            shift = [hb.logprob - ha.logprob for ha, hb in zip(a[i].hypotheses, b[i].hypotheses)]
+            assert shift == pytest.approx([shift[0]] * len(shift), abs=1e-3) and shift[0] >= -1e-4
+        winners |= {(i, tuple(a[i].target_ids)) for i in same}
+    assert len(winners) > len({i for i, _ in winners})  # alpha changed some winner: the ranking was exercised
 
 
 def test_ctranslate2_engine_through_the_api(toy_ckpt, tmp_path):
@@ -115,12 +150,10 @@ def test_ctranslate2_engine_through_the_api(toy_ckpt, tmp_path):
         assert (theirs.src_lang, theirs.tgt_lang) == (ours.src_lang, ours.tgt_lang)
         results = theirs.translate(["a b c", "", "d e"], beam_size=3, n_best=2, attention=True)
         assert [r.source for r in results] == ["a b c", "", "d e"] and results[1].text == ""
-        assert len(results[0].hypotheses) == 2 and results[0].hypotheses[0][1] >= results[0].hypotheses[1][1]
+        assert len(results[0].hypotheses) == 2 and results[0].hypotheses[0].score >= results[0].hypotheses[1].score
         att = torch.from_numpy(results[0].attention)  # (target pieces + EOS, source pieces + EOS), rows sum to 1
         assert att.shape == (len(results[0].target_ids) + 1, len(results[0].source_ids) + 1)
         torch.testing.assert_close(att.sum(-1), torch.ones(att.size(0)), atol=1e-4, rtol=0)
-    with pytest.raises(ExportError, match="no GNMT length penalty"):
-        theirs.translate(["a b"], length_penalty="gnmt")
 
 
 def test_int8_logprobs_stay_close_to_float32(toy_ckpt):

@@ -130,7 +130,8 @@ def test_embeddings_are_scaled_by_sqrt_d_model():
 def test_decoding_stops_at_the_positional_table():
     """A long source may ask for more output than the model has positions (a * src_len + b):
     every decoder stops at max_positions - 1 tokens instead of failing."""
-    from nmt.decoding.beam import BeamOptions, beam_search
+    from nmt.decoding.beam import beam_search
+    from nmt.decoding.options import DecodingOptions
     from nmt.decoding.greedy import greedy_decode
 
     cfg = ModelConfig(d_model=32, n_heads=4, d_ff=64, n_encoder_layers=1, n_decoder_layers=1, dropout=0.0, max_positions=9)
@@ -139,7 +140,7 @@ def test_decoding_stops_at_the_positional_table():
     src = torch.randint(4, 50, (2, 8))
     for ids in greedy_decode(model, src, max_len_a=3.0, max_len_b=10):
         assert len(ids) <= 8
-    for nbest in beam_search(model, src, BeamOptions(beam_size=3, max_len_a=3.0, max_len_b=10)):
+    for nbest in beam_search(model, src, DecodingOptions(beam_size=3, max_len_a=3.0, max_len_b=10)):
         assert len(nbest[0].tokens) <= 8
     with pytest.raises(ValueError, match="beyond model.max_positions"):
         cache = model.make_cache()

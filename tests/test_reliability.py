@@ -32,9 +32,10 @@ from nmt.cli import train as train_cli
 from nmt.cli import translate as translate_cli
 from nmt.config import load_config
 from nmt.data import load_raw
-from nmt.decoding.beam import BeamOptions
+from nmt.decoding.options import DecodingOptions
 from nmt.training.run import train
-from nmt.translator import translate
+from nmt.api import Translator
+from nmt.translator import TorchEngine
 
 from tests.conftest import ROOT
 
@@ -152,11 +153,16 @@ TRANSLATE_CASES = {  # name: (argv, stdin, expected part of the message)
                                   "stored config is incompatible with this version"),
     "Lightning checkpoint, not nmt": (lambda c: ["--checkpoint", c.modified_ckpt(lambda k: k.pop("nmt"))], b"a\n",
                                       "not an nmt checkpoint"),
-    "beam size 0": (lambda c: ["--checkpoint", str(c.ckpt), "--beam-size", "0"], b"a\n", "--beam-size must be >= 1"),
+    "beam size 0": (lambda c: ["--checkpoint", str(c.ckpt), "--beam-size", "0"], b"a\n",
+                    "--beam-size: beam_size must be >= 1, got 0"),
     "n-best above beam": (lambda c: ["--checkpoint", str(c.ckpt), "--beam-size", "2", "--n-best", "3"], b"a\n",
-                          "--n-best between 1 and --beam-size"),
-    "negative length": (lambda c: ["--checkpoint", str(c.ckpt), "--max-len-a", "-1"], b"a\n", "must not be negative"),
-    "negative min length": (lambda c: ["--checkpoint", str(c.ckpt), "--min-len", "-2"], b"a\n", "must not be negative"),
+                          "--n-best: n_best (3) cannot exceed beam_size (2)"),
+    "negative length": (lambda c: ["--checkpoint", str(c.ckpt), "--max-len-a", "-1"], b"a\n",
+                        "--max-len-a: max_len_a must be >= 0 and <= 100, got -1.0"),
+    "negative min length": (lambda c: ["--checkpoint", str(c.ckpt), "--min-len", "-2"], b"a\n",
+                            "--min-len: min_len must be >= 0 and <= 10000, got -2"),
+    "nucleus above 1": (lambda c: ["--checkpoint", str(c.ckpt), "--sampling", "--top-p", "1.5"], b"a\n",
+                        "--top-p: top_p must be > 0 and <= 1, got 1.5"),
     "missing device": (lambda c: ["--checkpoint", str(c.ckpt), "--device", "cuda:3"], b"a\n", "--device cuda:3: no such CUDA device"),
     "unknown device": (lambda c: ["--checkpoint", str(c.ckpt), "--device", "banana"], b"a\n", "--device banana: not a device"),
     "missing input": (lambda c: ["--checkpoint", str(c.ckpt), "-i", str(c.tmp / "none.txt")], b"", "cannot read"),
@@ -461,16 +467,15 @@ def test_disk_full_during_training_is_one_line_and_keeps_the_last_good_checkpoin
 def test_translate_reads_and_writes_in_chunks(toy_ckpt, tmp_path, capsys, monkeypatch):
     """Bounded memory on huge files: input is read, translated and written chunk by chunk."""
     import nmt.api
-    import nmt.translator
 
-    seen, real = [], nmt.translator.translate
+    seen, real = [], nmt.api.Translator.translate
 
-    def spy(loaded, lines, **kwargs):
+    def spy(self, lines, *args, **kwargs):
         seen.append((len(lines), (tmp_path / "out.txt").stat().st_size))
-        return real(loaded, lines, **kwargs)
+        return real(self, lines, *args, **kwargs)
 
     monkeypatch.setattr(nmt.api, "CHUNK_LINES", 3)
-    monkeypatch.setattr(nmt.translator, "translate", spy)
+    monkeypatch.setattr(nmt.api.Translator, "translate", spy)
     (tmp_path / "in.txt").write_text("a b\n" * 10, encoding="utf-8")
     code, _, err = call(capsys, monkeypatch, translate_cli.main,
                         ["--checkpoint", str(toy_ckpt), "--src", "xx", "--tgt", "yy", "-i", str(tmp_path / "in.txt"),
@@ -520,13 +525,13 @@ def test_too_many_non_finite_losses_stop_with_a_usable_checkpoint(tmp_path, caps
     assert ckpt["global_step"] == 11  # 7 good steps + 4 skipped (a skipped step still counts as a step)
     loaded = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert all(torch.isfinite(p).all() for p in loaded.model.parameters())
-    (translation,) = translate(loaded, ["a b c"])
+    (translation,) = Translator(TorchEngine(loaded)).translate(["a b c"], beam_size=1)
     assert isinstance(translation.text, str)
 
 
 def test_an_out_of_memory_batch_is_split_and_retried(toy_model, capsys):
     sentences = ["a b c", "d e f g", "h i", "j a b", "c d e f g h", "i j"]
-    expected = [t.text for t in translate(toy_model, sentences, options=BeamOptions(beam_size=3))]
+    expected = [t.text for t in Translator(TorchEngine(toy_model)).translate(sentences, DecodingOptions(beam_size=3))]
     real_encode, calls = toy_model.model.encode, []
 
     def encode_small_batches_only(src, src_mask):
@@ -537,7 +542,7 @@ def test_an_out_of_memory_batch_is_split_and_retried(toy_model, capsys):
 
     toy_model.model.encode = encode_small_batches_only
     try:
-        got = [t.text for t in translate(toy_model, sentences, options=BeamOptions(beam_size=3))]
+        got = [t.text for t in Translator(TorchEngine(toy_model)).translate(sentences, DecodingOptions(beam_size=3))]
     finally:
         del toy_model.model.encode
     assert got == expected

@@ -7,14 +7,16 @@ import torch
 from nmt.checkpoint import load_model
 from nmt.config import ConfigError, ModelConfig, load_config
 from nmt.data import toy_reverse_split
-from nmt.decoding.beam import BeamOptions, beam_search
+from nmt.decoding.beam import beam_search
+from nmt.decoding.options import DecodingOptions
 from nmt.decoding.greedy import greedy_decode
 from nmt.masks import make_pad_mask
 from nmt.models import count_parameters
 from nmt.models.rnn import Attention, RNNSeq2Seq
 from nmt.tokenizer import PAD_ID
 from nmt.training.run import train
-from nmt.translator import translate
+from nmt.api import Translator
+from nmt.translator import TorchEngine
 
 from tests.test_cli import TOY
 
@@ -138,12 +140,12 @@ def test_beam_search_runs_on_the_rnn_and_beam_one_is_greedy():
     model = small_rnn()
     src = padded([[5, 6, 7, 3], [8, 9, 10, 11, 12, 3], [13, 3]])
     greedy = greedy_decode(model, src, max_len_a=1.0, max_len_b=4)
-    beam1 = [nbest[0].tokens for nbest in beam_search(model, src, BeamOptions(beam_size=1, max_len_a=1.0, max_len_b=4))]
+    beam1 = [nbest[0].tokens for nbest in beam_search(model, src, DecodingOptions(beam_size=1, max_len_a=1.0, max_len_b=4))]
     assert beam1 == greedy
-    beam4 = beam_search(model, src, BeamOptions(beam_size=4, n_best=4, max_len_a=1.0, max_len_b=4), record_attention=True)
+    beam4 = beam_search(model, src, DecodingOptions(beam_size=4, n_best=4, max_len_a=1.0, max_len_b=4, attention=True))
     for nbest, row in zip(beam4, ([5, 6, 7, 3], [8, 9, 10, 11, 12, 3], [13, 3])):
         assert [h.score for h in nbest] == sorted((h.score for h in nbest), reverse=True)
-        alone = beam_search(model, torch.tensor([row]), BeamOptions(beam_size=4, n_best=4, max_len_a=1.0, max_len_b=4))[0]
+        alone = beam_search(model, torch.tensor([row]), DecodingOptions(beam_size=4, n_best=4, max_len_a=1.0, max_len_b=4))[0]
         assert [h.tokens for h in nbest] == [h.tokens for h in alone]  # batch == one by one
         assert nbest[0].attention.shape == (len(nbest[0].tokens) + 1, src.size(1))
 
@@ -166,6 +168,6 @@ def test_rnn_learns_toy_reverse(tmp_path):
     loaded = load_model(result.best_checkpoint)
     assert loaded.cfg.model.type == "rnn"
     pairs = toy_reverse_split("test")
-    hyps = [t.text for t in translate(loaded, [src for src, _ in pairs], options=BeamOptions(beam_size=5))]
+    hyps = [t.text for t in Translator(TorchEngine(loaded)).translate([src for src, _ in pairs], DecodingOptions(beam_size=5))]
     exact = sum(h == ref for h, (_, ref) in zip(hyps, pairs)) / len(pairs)
     assert exact >= 0.90, f"exact match {exact:.1%}"

@@ -44,7 +44,7 @@ def zh_en_ckpt(tmp_path_factory) -> Path:
         "data.source=text", "data.src_lang=zh", "data.tgt_lang=en", f"data.train={data / 'train'}",
         f"data.valid={data / 'valid'}", "data.test=null", "tokenizer.type=unigram", "tokenizer.vocab_size=60",
         "trainer.max_steps=250", "trainer.val_check_interval=250", "trainer.val_bleu_sentences=0",
-        "optim.warmup_steps=50", "trainer.max_decode_len_a=2.0", "trainer.max_decode_len_b=8"])
+        "optim.warmup_steps=50", "decoding.max_len_a=2.0", "decoding.max_len_b=8"])
     return train(cfg, tmp_path_factory.mktemp("zh_en") / "run", test=False).run_dir / "checkpoints" / "last.ckpt"
 
 
@@ -98,8 +98,8 @@ def test_translate_returns_what_the_python_api_returns(server, translator):
     assert [t["text"] for t in body["translations"]] == [e.text for e in expected] == ["Thank you.", "", "She likes cats."]
     for got, want in zip(body["translations"], expected):
         assert got["source"] == want.source
-        assert [h["text"] for h in got["hypotheses"]] == [text for text, _ in want.hypotheses]
-        assert got["score"] == pytest.approx(want.hypotheses[0][1], abs=1e-4)
+        assert [h["text"] for h in got["hypotheses"]] == [h.text for h in want.hypotheses]
+        assert got["score"] == pytest.approx(want.hypotheses[0].score, abs=1e-4)
         assert got["attention"] is None and got["truncated"] is False
     assert len(body["translations"][0]["hypotheses"]) == 2
     timings = body["timings"]

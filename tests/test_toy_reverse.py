@@ -9,7 +9,8 @@ from nmt.checkpoint import load_model
 from nmt.config import load_config
 from nmt.data import toy_reverse_split
 from nmt.training.run import train
-from nmt.translator import translate
+from nmt.api import Translator
+from nmt.translator import TorchEngine
 
 from tests.test_cli import TOY
 
@@ -20,6 +21,6 @@ def test_toy_reverse_reaches_95_percent_exact_match(tmp_path):
     result = train(cfg, tmp_path / "toy", test=False)
     loaded = load_model(result.best_checkpoint)
     pairs = toy_reverse_split("test")
-    hyps = [t.text for t in translate(loaded, [src for src, _ in pairs])]
+    hyps = [t.text for t in Translator(TorchEngine(loaded)).translate([src for src, _ in pairs], beam_size=1)]
     exact = sum(h == ref for h, (_, ref) in zip(hyps, pairs)) / len(pairs)
     assert exact >= 0.95, f"exact match {exact:.1%}"

@@ -11,11 +11,14 @@ first one (the checkpoint's output when a checkpoint is given).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from nmt.cli import UsageError, check_device, run_cli
+from nmt.decoding.options import add_flags
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,9 +29,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hyp", action="append", default=[], metavar="[NAME=]FILE",
                    help="existing hypotheses to score or compare (repeatable)")
     p.add_argument("--output-dir", required=True, type=Path, help="where report.json and report.md go")
-    p.add_argument("--beam-size", type=int, default=5, help="beam width for --checkpoint (default 5)")
-    p.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty exponent (default 0.6)")
-    p.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch")
+    p.add_argument("--engine", choices=["torch", "ctranslate2"], default="torch",
+                   help="torch (default) or ctranslate2 (--checkpoint is then an nmt-export directory)")
+    p.add_argument("--int8", action="store_true", help="8-bit weights (see nmt-translate --int8)")
+    add_flags(p)
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="source tokens per batch, divided by the beam size (default 4096 for torch, 1024 for ctranslate2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--tgt-lang", default=None, help="target language for BLEU tokenisation (default: the checkpoint's, else en)")
     p.add_argument("--bootstrap-samples", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
@@ -58,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         for path, lines in [*zip(args.ref_file, refs), *([(args.src_file, sources)] if sources else [])]:
             if len(lines) != n:
                 raise UsageError(f"{path} has {len(lines)} lines but {args.ref_file[0]} has {n}")
-        systems, report = [], {"checkpoint": None, "decoding": None, "speed": None}
+        systems: list[tuple[str, list[str]]] = []
+        report: dict[str, Any] = {"checkpoint": None, "decoding": None, "speed": None}
         tgt_lang = args.tgt_lang or "en"
         if args.checkpoint:
             hyps, report, tgt_lang = _translate(args, sources)
@@ -90,25 +97,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _translate(args: argparse.Namespace, sources: list[str]):
-    from nmt.checkpoint import load_model
-    from nmt.decoding.beam import BeamOptions
-    from nmt.translator import translate
+    """The checkpoint's translations of `sources`, through the same Translator as nmt-translate."""
+    from nmt.api import Translator
+    from nmt.decoding.options import OptionsError, flag_name, from_flags
 
-    check_device(args.device)
-    loaded = load_model(args.checkpoint, device=args.device)
-    t = loaded.cfg.trainer
-    options = BeamOptions(beam_size=args.beam_size, max_len_a=t.max_decode_len_a, max_len_b=t.max_decode_len_b,
-                          alpha=args.alpha)
+    if args.engine == "torch":
+        check_device(args.device)
+    translator = Translator.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine, int8=args.int8,
+                                            max_tokens=args.max_tokens)
+    try:
+        options = from_flags(args, translator.defaults)
+    except OptionsError as err:
+        raise UsageError(f"{flag_name(err.name)}: {err}") from None
     start = time.perf_counter()
-    hyps = [x.text for x in translate(loaded, sources, options=options, max_tokens=args.max_tokens, device=args.device)]
+    hyps = [x.text for x in translator.translate(sources, options)]
     seconds = time.perf_counter() - start
-    tokens = sum(len(ids) + 1 for ids in loaded.tokenizer.encode_tgt(hyps))  # subword tokens incl. EOS
-    meta = {"checkpoint": str(args.checkpoint), "config": loaded.cfg.to_dict(),
-            "decoding": f"beam {args.beam_size}, GNMT length penalty alpha {args.alpha}, "
-                        f"max length {t.max_decode_len_a}*src+{t.max_decode_len_b}",
-            "speed": {"seconds": round(seconds, 2), "sentences_per_s": round(len(sources) / seconds, 1),
-                      "tokens_per_s": round(tokens / seconds, 1), "device": str(args.device)}}
-    return hyps, meta, loaded.cfg.data.tgt_lang
+    tokens = sum(len(ids) + 1 for ids in translator.tokenizer.encode_tgt(hyps))  # subword tokens incl. EOS
+    meta = {"checkpoint": str(args.checkpoint), "config": translator.cfg.to_dict(), "engine": translator.engine.name,
+            "decoding": options.describe(), "options": dataclasses.asdict(options),
+            "speed": {"seconds": round(seconds, 2), "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 1),
+                      "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "device": str(args.device)}}
+    return hyps, meta, translator.tgt_lang
 
 
 if __name__ == "__main__":

@@ -9,26 +9,22 @@ t target positions so far. Rows of the decoder batch are (sentence, beam) pairs:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from nmt.decoding.greedy import max_output_lengths
-from nmt.decoding.options import BeamOptions
+from nmt.decoding.options import DecodingOptions
 from nmt.decoding.penalties import final_score
+from nmt.decoding.results import Hypothesis
 from nmt.masks import make_pad_mask
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
+if TYPE_CHECKING:
+    from nmt.models import Seq2Seq
+
 NEG_INF = float("-inf")
-
-
-@dataclass
-class Hypothesis:
-    tokens: list[int]  # generated tokens, without BOS and EOS
-    score: float  # logprob after the length penalty: what hypotheses are ranked by
-    logprob: float  # summed log-probability of tokens + EOS
-    attention: torch.Tensor | None = None  # (len(tokens) + 1, S) cross-attention, when recorded
 
 
 # -- 1. the pure step -----------------------------------------------------------------------------
@@ -50,7 +46,7 @@ def beam_step(lprobs: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def constrain(lprobs: torch.Tensor, prefixes: torch.Tensor, max_lens: torch.Tensor, step: int,
-              opts: BeamOptions) -> torch.Tensor:
+              opts: DecodingOptions) -> torch.Tensor:
     """lprobs (N, V), prefixes (N, 1 + step) with BOS, max_lens (N,) -> lprobs with banned tokens at -inf."""
     lprobs[:, PAD_ID] = NEG_INF
     lprobs[:, BOS_ID] = NEG_INF
@@ -81,9 +77,9 @@ def ban_repeated_ngrams(lprobs: torch.Tensor, generated: torch.Tensor, n: int) -
 
 
 @torch.inference_mode()
-def beam_search(model, src: torch.Tensor, opts: BeamOptions, *, record_attention: bool = False) -> list[list[Hypothesis]]:
+def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions) -> list[list[Hypothesis]]:
     """src (B, S) -> per sentence the `n_best` hypotheses, best first (with their last-layer
-    cross-attention if `record_attention`)."""
+    cross-attention if `opts.attention`)."""
     k = opts.beam_size
     # Phase 1: encode once, then give every sentence K rows.
     src_mask = make_pad_mask(src)  # (B, 1, 1, S)
@@ -91,7 +87,7 @@ def beam_search(model, src: torch.Tensor, opts: BeamOptions, *, record_attention
     max_lens = max_output_lengths(model, src_mask, opts.max_len_a, opts.max_len_b)  # (B,)
     rows = torch.arange(src.size(0), device=src.device).repeat_interleave(k)  # (B*K,)
     memory, src_mask = memory[rows], src_mask[rows]
-    cache = model.make_cache(record_attention=True) if record_attention else model.make_cache()
+    cache = model.make_cache(record_attention=opts.attention)
     active = torch.arange(src.size(0), device=src.device)  # (A,) original sentence ids
     prefixes = torch.full((src.size(0) * k, 1), BOS_ID, dtype=torch.long, device=src.device)  # (A*K, 1)
     scores = torch.full((src.size(0), k), NEG_INF, device=src.device)
@@ -130,7 +126,7 @@ def beam_search(model, src: torch.Tensor, opts: BeamOptions, *, record_attention
             for hyps in finished]
 
 
-def _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k: int, opts: BeamOptions,
+def _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k: int, opts: DecodingOptions,
             attention: torch.Tensor | None) -> None:
     """Hypothesis bookkeeping: EOS candidates ranked within the top K (with a finite score) end."""
     for a, j in (is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])).nonzero().tolist():

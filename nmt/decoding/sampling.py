@@ -3,11 +3,17 @@
 Dimensions: B batch, S source length, V vocabulary.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import torch
 import torch.nn.functional as F
 
 from nmt.decoding.greedy import decode_token_by_token
-from nmt.decoding.options import SamplingOptions  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    from nmt.models import Seq2Seq
 
 
 def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -24,15 +30,14 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -
     return logits
 
 
-def sample_decode(model, src: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  max_len_a: float = 1.5, max_len_b: int = 10,
+def sample_decode(model: Seq2Seq[Any], src: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0,
                   generator: torch.Generator | None = None) -> list[list[int]]:
-    """src (B, S) -> one sampled token list per sentence (without BOS/EOS)."""
-    if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0:
-        raise ValueError("need temperature > 0, 0 < top_p <= 1 and top_k >= 0")
+    """src (B, S) -> one sampled token list per sentence (without BOS/EOS). The values are
+    checked by DecodingOptions (temperature > 0, 0 < top_p <= 1, top_k >= 0)."""
 
     def choose(logits: torch.Tensor) -> torch.Tensor:  # (B, V) -> (B, 1)
         probs = F.softmax(filter_logits(logits / temperature, top_k=top_k, top_p=top_p), dim=-1)
         return torch.multinomial(probs, 1, generator=generator)
 
-    return decode_token_by_token(model, src, choose, max_len_a=max_len_a, max_len_b=max_len_b)
+    return decode_token_by_token(model, src, choose, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -13,31 +13,54 @@ from nmt.models.transformer import Transformer
 from nmt.tokenizer import Tokenizer
 
 
-class Seq2Seq(Protocol):
-    """What training, decoding and evaluation rely on. Masks: True = may attend."""
+class IncrementalCache(Protocol):
+    """What decoders keep between steps (nmt.models.transformer.DecoderCache, nmt.models.rnn.DecoderCache).
+    Beam search only reorders it; `attention` holds the recorded cross-attention (B, t, S), if asked for."""
+
+    attention: torch.Tensor | None
+
+    def reorder(self, index: torch.Tensor, *, same_sources: bool = False) -> None:
+        """Keep rows `index` (B',) of the batch; same_sources: rows moved only among the beams of
+        each sentence, so what depends on the source alone stays as it is."""
+
+
+C = TypeVar("C", bound=IncrementalCache)
+
+
+class Seq2Seq(Protocol[C]):
+    """What training, decoding and evaluation rely on, for a model whose cache type is C (each
+    model has its own DecoderCache). Masks: True = may attend."""
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         """src (B, S), src_mask (B, 1, 1, S) -> memory (B, S, D)"""
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: Any | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+               cache: C | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
         """tgt_in (B, T) -> logits (B, T, V); with a cache only the new positions are given; with
         `keep` (B, T) bool only the logits (N, V) of those positions are computed."""
 
-    def make_cache(self) -> Any:
-        """An empty incremental-decoding cache with a `reorder(index, same_sources=False)` method
-        (same_sources: the rows moved only among the beams of each sentence)."""
+    def make_cache(self, *, record_attention: bool = False) -> C:
+        """An empty incremental-decoding cache (recording the last layer's cross-attention if asked)."""
 
     @property
     def max_output_len(self) -> int | None:
         """The most tokens an output can have before EOS (None: no limit); decoders stop there."""
 
 
-def build_model(cfg: ModelConfig, tokenizer: Tokenizer) -> nn.Module:
-    model_class = {"transformer": Transformer, "rnn": RNNSeq2Seq}.get(cfg.type)
-    if model_class is not None:
-        return model_class(cfg, src_vocab_size=tokenizer.src_vocab_size,
-                           tgt_vocab_size=tokenizer.tgt_vocab_size, shared_vocab=tokenizer.joint)
+if TYPE_CHECKING:  # mypy checks here that both models (and their caches) follow the protocol
+    from nmt.models import rnn, transformer
+
+    def _follow_the_protocol(t: Transformer, r: RNNSeq2Seq) -> tuple[Seq2Seq[transformer.DecoderCache],
+                                                                      Seq2Seq[rnn.DecoderCache]]:
+        return t, r
+
+
+def build_model(cfg: ModelConfig, tokenizer: Tokenizer) -> Transformer | RNNSeq2Seq:
+    src, tgt, shared = tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, tokenizer.joint
+    if cfg.type == "transformer":
+        return Transformer(cfg, src_vocab_size=src, tgt_vocab_size=tgt, shared_vocab=shared)
+    if cfg.type == "rnn":
+        return RNNSeq2Seq(cfg, src_vocab_size=src, tgt_vocab_size=tgt, shared_vocab=shared)
     raise ValueError(f"unknown model.type '{cfg.type}'")
 
 

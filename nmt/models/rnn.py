@@ -119,6 +119,7 @@ class DecoderCache:
         """Select batch rows: index (B',) of rows of the current batch (beams that survive).
         same_sources: every row keeps its sentence, so the attention keys (from the source) stay."""
         if self.state is not None:
+            assert self.feed is not None and self.keys is not None  # set together in init_cache
             self.state = tuple(s.index_select(1, index) for s in self.state)
             self.feed = self.feed.index_select(0, index)
             if not same_sources:
@@ -154,6 +155,7 @@ class Decoder(nn.Module):
     def forward(self, y: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
         """y (B, T, E) embedded target inputs, continuing from `cache` -> h~ (B, T, E)."""
         outputs = []
+        assert cache.state is not None and cache.feed is not None  # init_cache ran
         for t in range(y.size(1)):
             x = torch.cat([y[:, t], cache.feed], dim=-1) if self.input_feeding else y[:, t]  # (B, 2E) or (B, E)
             out, state = self.rnn(x.unsqueeze(1), cache.state if self.cell == "lstm" else cache.state[0])

@@ -45,6 +45,8 @@ def token_embedding(vocab_size: int, d_model: int) -> nn.Embedding:
 class Embeddings(nn.Module):
     """Section 3.4 + 3.5: token embedding * sqrt(D) + sinusoidal position, then dropout."""
 
+    pe: torch.Tensor  # (max_positions, D), a buffer
+
     def __init__(self, vocab_size: int, d_model: int, max_positions: int, dropout: float) -> None:
         super().__init__()
         self.d_model = d_model
@@ -243,11 +245,11 @@ class Decoder(nn.Module):
         for i, layer in enumerate(self.layers):
             past_self = cache.self_kv[i] if cache else None
             past_cross = cache.cross_kv[i] if cache else None
-            record = [] if cache and cache.record_attention and i == len(self.layers) - 1 else None
+            record: list[torch.Tensor] | None = [] if cache and cache.record_attention and i == len(self.layers) - 1 else None
             x, kv_self, kv_cross = layer(x, memory, src_mask, tgt_mask, past_self, past_cross, record)
             if cache:
                 cache.self_kv[i], cache.cross_kv[i] = kv_self, kv_cross
-            if record:
+            if record and cache is not None:
                 cache.add_attention(record[0])
         return self.final_norm(x)  # (B, T, D)
 
@@ -285,6 +287,7 @@ class Transformer(nn.Module):
         With a cache, tgt_in holds only the new positions (usually one); they attend to every
         cached position and causally among themselves. Cached == uncached is a tested property.
         """
+        tgt_mask: torch.Tensor | None
         if cache is None:
             offset, tgt_mask = 0, make_decoder_mask(tgt_in)  # (B, 1, T, T)
         else:

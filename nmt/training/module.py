@@ -45,11 +45,12 @@ class TranslationModule(L.LightningModule):
         epsilon = self.cfg.optim.label_smoothing if stage == "train" else 0.0
         return label_smoothed_nll(logits, batch["tgt_out"][keep], epsilon)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         loss_sum, nll_sum, n_tokens = self._shared_step(batch, "train")
         finite, all_tokens, all_loss = self._sum_over_ranks(loss_sum, n_tokens)
         if not finite:
-            return self._skip_nonfinite_step()
+            self._skip_nonfinite_step()
+            return None
         self.nonfinite_in_a_row = 0
         self._update_throughput(n_tokens)
         # Normalised by the target tokens of all ranks (fairseq's sample_size), times W because DDP
@@ -58,7 +59,7 @@ class TranslationModule(L.LightningModule):
         loss = loss_sum * (self.trainer.world_size / all_tokens)
         bs = batch["src"].size(0)
         self.log("loss", all_loss / all_tokens, prog_bar=True, batch_size=bs)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=bs)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, batch_size=bs)
         if self._tokens_per_s is not None:
             self.log("tok/s", self._tokens_per_s, prog_bar=True, batch_size=bs)
         return loss
@@ -117,8 +118,8 @@ class TranslationModule(L.LightningModule):
         if rows:
             src = batch["src"][rows]  # (b, S)
             src = src[:, : int((src != PAD_ID).sum(dim=1).max())]  # drop columns only the others needed
-            t = self.cfg.trainer
-            ids = greedy_decode(self.model, src, max_len_a=t.max_decode_len_a, max_len_b=t.max_decode_len_b)
+            d = self.cfg.decoding
+            ids = greedy_decode(self.model, src, max_len_a=d.max_len_a, max_len_b=d.max_len_b)
             self._val["hyps"] += [self.tokenizer.decode_tgt(x) for x in ids]
             self._val["refs"] += [batch["tgt_text"][r] for r in rows]
 

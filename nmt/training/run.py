@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import dataclasses
 import json
 import logging
 import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,19 +24,22 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 
-from nmt.checkpoint import StoredModel, checkpoint_bytes, load_model, load_weights, read_stored_model
+from nmt.api import Translator
+from nmt.checkpoint import StoredModel, checkpoint_bytes, load_weights, read_stored_model
 from nmt.config import ExperimentConfig, save_config
 from nmt.data import Prepared, TranslationDataModule, load_raw, open_prepared, prepare_corpus
-from nmt.decoding.beam import BeamOptions
 from nmt.training.checkpoint_io import AtomicCheckpointIO
 from nmt.evaluation import corpus_scores
 from nmt.models import count_parameters, describe_model
 from nmt.provenance import environment
 from nmt.tokenizer import Tokenizer, train_tokenizer
 from nmt.training.module import TranslationModule
-from nmt.translator import translate
+
+def is_rank_zero() -> bool:
+    return rank_zero_only.rank == 0  # type: ignore[attr-defined]  # Lightning sets it at start
+
 
 # Keys that may change between a run and its resumption (how long to train), all in `trainer`.
 RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_time", "early_stopping_patience", "num_workers", "checkpoint_every"}
@@ -45,7 +50,7 @@ class RunError(RuntimeError):
 
 
 def say(message: str = "") -> None:
-    if rank_zero_only.rank == 0:
+    if is_rank_zero():
         print(message, flush=True)
 
 
@@ -73,7 +78,7 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, init_
         if saved.is_file():
             _check_same_experiment(yaml.safe_load(saved.read_text(encoding="utf-8")), cfg.to_dict(), saved)
     elif overwrite:
-        if rank_zero_only.rank == 0:
+        if is_rank_zero():
             for name in RUN_OUTPUTS:
                 target = run_dir / name
                 if target.is_dir():
@@ -90,7 +95,7 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, init_
         probe.unlink()
     except OSError as err:
         raise RunError(f"output directory {run_dir} is not writable ({err.strerror})") from None
-    if rank_zero_only.rank == 0:
+    if is_rank_zero():
         save_config(cfg, saved)
         # seed, versions, git commit and machine; a resumed run appends its own record
         record = run_dir / "environment.json"
@@ -152,8 +157,9 @@ def _wait_for(path: Path, what: str) -> None:
 def prepare_data(cfg: ExperimentConfig, run_dir: Path, init: StoredModel | None = None) -> Prepared:
     """data.prepared_dir: open it, or prepare it first (rank 0; the others wait for it). The
     run directory gets a copy of its tokenizer, so the run stays self-contained."""
+    assert cfg.data.prepared_dir is not None  # only called with prepared data
     path = Path(cfg.data.prepared_dir)
-    if rank_zero_only.rank == 0:
+    if is_rank_zero():
         if (path / "meta.json").is_file():
             say(f"prepared data: {path}")
         else:
@@ -166,7 +172,7 @@ def prepare_data(cfg: ExperimentConfig, run_dir: Path, init: StoredModel | None 
         raise RunError(f"--init-from: {path} was prepared with another tokenizer than the checkpoint's; "
                        "set data.prepared_dir to a new directory (it is then prepared with the checkpoint's)")
     directory = run_dir / "tokenizer"
-    if rank_zero_only.rank == 0 and not (directory / "DONE").is_file():
+    if is_rank_zero() and not (directory / "DONE").is_file():
         tokenizer.save(directory)
         (directory / "DONE").touch()
     return prepared
@@ -178,11 +184,11 @@ def prepare_tokenizer(cfg: ExperimentConfig, run_dir: Path, init: StoredModel | 
     directory = run_dir / "tokenizer"
     if (directory / "DONE").is_file():  # written after the models: never a half-written file
         return Tokenizer.load(directory)
-    if init is not None and rank_zero_only.rank == 0:
+    if init is not None and is_rank_zero():
         init.tokenizer.save(directory)
         (directory / "DONE").touch()
         return init.tokenizer
-    if rank_zero_only.rank != 0:
+    if not is_rank_zero():
         _wait_for(directory / "DONE", "the tokenizer")
         return Tokenizer.load(directory)
     raw = load_raw(cfg.data, "train", streaming=cfg.data.streaming)
@@ -357,7 +363,7 @@ class KeepMetricsOnResume(Callback):
 
 
 def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False,
-                  extra_callbacks: list[Callback] = ()) -> L.Trainer:
+                  extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:
     t = cfg.trainer
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-step{step}-bleu{val_bleu:.2f}",
@@ -376,7 +382,7 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False,
         callbacks.append(KeepMetricsOnResume(run_dir / "logs" / "metrics.csv"))
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_bleu", mode="max", patience=t.early_stopping_patience))
-    loggers = [CSVLogger(run_dir, name="", version="logs")]
+    loggers: list[Logger] = [CSVLogger(run_dir, name="", version="logs")]
     try:
         from lightning.pytorch.loggers import TensorBoardLogger
         import tensorboard  # noqa: F401  (optional)
@@ -388,7 +394,8 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False,
         return L.Trainer(
             default_root_dir=run_dir, max_steps=t.max_steps, max_epochs=t.max_epochs,
             accelerator=t.accelerator, devices=devices, num_nodes=t.num_nodes, strategy=t.strategy,
-            precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
+            precision=t.precision,  # type: ignore[arg-type]  # a str: Lightning checks the name
+            accumulate_grad_batches=t.accumulate_grad_batches,
             gradient_clip_val=t.gradient_clip_val or None, val_check_interval=t.val_check_interval,
             check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, callbacks=callbacks,
             logger=loggers, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
@@ -426,7 +433,7 @@ def return_freed_memory_to_the_os() -> None:
 
 
 def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: bool = True,
-          callbacks: list[Callback] = (), init_from: Path | None = None, overwrite: bool = False) -> RunResult:
+          callbacks: Sequence[Callback] = (), init_from: Path | None = None, overwrite: bool = False) -> RunResult:
     """nmt-train's whole job. `callbacks`: extra Lightning callbacks (own logging, benchmarks).
     `init_from`: a checkpoint to fine-tune (its weights and vocabulary; a fresh optimizer and
     schedule). A resumed run takes its weights from its own last checkpoint instead."""
@@ -444,7 +451,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
     data = TranslationDataModule(cfg, tokenizer, prepared)
     data.setup("fit")
     module = TranslationModule(cfg=cfg, tokenizer=tokenizer)
-    if init is not None and not resume:
+    if init is not None and init_from is not None and not resume:
         load_weights(module.model, init.state, init_from)
         say(f"initialised from {init_from} (weights and vocabulary; new optimizer state and schedule)")
     check_disk_space(run_dir, checkpoint_bytes(module.model))
@@ -461,6 +468,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
     if module.stop_reason:
         raise RunError(f"{module.stop_reason}; the last checkpoint, {last}, holds the weights from before them")
     checkpoint = trainer.checkpoint_callback
+    assert isinstance(checkpoint, ModelCheckpoint)  # build_trainer adds one
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     best_bleu = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
     test_scores = None
@@ -474,23 +482,24 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
 
 def run_test(cfg: ExperimentConfig, checkpoint: Path, out_dir: Path, n_samples: int = 5) -> dict:
     """Translate the test split with the given checkpoint; write src/ref/hyp and scores."""
-    loaded = load_model(checkpoint)
+    translator = Translator.from_checkpoint(checkpoint)
+    options = translator.defaults  # the config's decoding section, as nmt-translate would use it
     raw = load_raw(cfg.data, "test")
     src = [s.strip() for s in raw["src"]]
     ref = [t.strip() for t in raw["tgt"]]
     t0 = time.perf_counter()
-    options = BeamOptions(beam_size=5, max_len_a=cfg.trainer.max_decode_len_a, max_len_b=cfg.trainer.max_decode_len_b)
-    hyp = [t.text for t in translate(loaded, src, options=options)]
+    hyp = [t.text for t in translator.translate(src, options)]
     seconds = time.perf_counter() - t0
     scores = corpus_scores(hyp, [ref], tgt_lang=cfg.data.tgt_lang)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, lines in (("src.txt", src), ("ref.txt", ref), ("hyp.txt", hyp)):
         (out_dir / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    report = {"checkpoint": str(checkpoint), "split": cfg.data.test, "sentences": len(src), "decoding": "beam 5, GNMT length penalty alpha 0.6",
+    report = {"checkpoint": str(checkpoint), "split": cfg.data.test, "sentences": len(src), "decoding": options.describe(),
+              "options": dataclasses.asdict(options),
               "seconds": round(seconds, 2), "scores": scores,
               "environment": environment(cfg.trainer.seed)}
     (out_dir / "scores.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    say(f"\nTest ({len(src)} held-out sentences, beam 5, {seconds:.1f} s), checkpoint {checkpoint.name}:")
+    say(f"\nTest ({len(src)} held-out sentences, {options.describe()}, {seconds:.1f} s), checkpoint {checkpoint.name}:")
     for name in ("bleu", "chrf"):
         say(f"  {scores[name]['text']}")
         say(f"    signature: {scores[name]['signature']}")
@@ -530,5 +539,6 @@ def _print_end_summary(result: RunResult, trainer: L.Trainer) -> None:
     say(f"  last checkpoint: {result.run_dir / 'checkpoints' / 'last.ckpt'}")
     if result.test_scores:
         s = result.test_scores["scores"]
-        say(f"  test BLEU {s['bleu']['score']:.2f}, chrF {s['chrf']['score']:.2f} (beam 5): {result.run_dir / 'test'}")
+        say(f"  test BLEU {s['bleu']['score']:.2f}, chrF {s['chrf']['score']:.2f} ({result.test_scores['decoding']}): "
+            f"{result.run_dir / 'test'}")
     say("=" * 78)
