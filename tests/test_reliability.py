@@ -356,7 +356,10 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
         if line.startswith("step "):
             break
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # a child that ignored the signal must not train on through the rest of the suite
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "nmt-train: interrupted", err[-2000:]
