@@ -74,7 +74,7 @@ class Translator:
         if engine == "ctranslate2":
             from nmt.ct2 import CTranslate2Engine
 
-            return cls(CTranslate2Engine(path, device=str(device), int8=int8, max_tokens=max_tokens or 1024,
+            return cls(CTranslate2Engine(path, device=str(device), int8=int8, max_tokens=max_tokens,
                                          max_sentences=max_sentences))
         if engine != "torch":
             raise ValueError(f"engine must be 'torch' or 'ctranslate2', got {engine!r}")
@@ -88,7 +88,7 @@ class Translator:
         loaded = load_model(path, device=device)
         if int8:
             loaded.model = quantize_int8(loaded.model)
-        return cls(TorchEngine(loaded, device=device, max_tokens=max_tokens or 4096, max_sentences=max_sentences))
+        return cls(TorchEngine(loaded, device=device, max_tokens=max_tokens, max_sentences=max_sentences))
 
     @property
     def src_lang(self) -> str:

@@ -56,13 +56,13 @@ class CTranslate2Engine:
     name = "ctranslate2"
 
     def __init__(self, directory: str | Path, *, device: str = "cpu", int8: bool = False,
-                 inter_threads: int | None = None, intra_threads: int = 1, max_tokens: int = 1024,
+                 inter_threads: int | None = None, intra_threads: int = 1, max_tokens: int | None = None,
                  max_sentences: int = 0) -> None:
         """On CPUs, batches run in parallel on `inter_threads` (default: the cores, up to 4) with
         one thread each: on 2 cores that decodes 2x faster than one batch on 2 threads
         (docs/performance.md). Batches hold `max_tokens` source tokens divided by the beam size
-        (small batches run fastest and leanest on CPUs) or `max_sentences` sentences."""
-        self.max_tokens, self.max_sentences = max_tokens, max_sentences
+        (default 1,024: small batches run fastest and leanest on CPUs) or `max_sentences` sentences."""
+        self.max_tokens, self.max_sentences = max_tokens or 1024, max_sentences
         ctranslate2 = import_ctranslate2()
         directory = Path(directory)
         self.cfg = read_export_config(directory)

@@ -32,14 +32,14 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, loaded: LoadedModel, *, device: str | torch.device = "cpu", max_tokens: int = 4096,
+    def __init__(self, loaded: LoadedModel, *, device: str | torch.device = "cpu", max_tokens: int | None = None,
                  max_sentences: int = 0) -> None:
         """A batch holds at most `max_tokens` source tokens divided by the beam size (the beam
-        multiplies the decoder's batch) and at most `max_sentences` sentences (0: no limit)."""
+        multiplies the decoder's batch; default 4,096) and at most `max_sentences` sentences (0: no limit)."""
         self.model = cast("Seq2Seq[Any]", loaded.model)  # a Transformer or an RNNSeq2Seq
         self.cfg, self.tokenizer = loaded.cfg, loaded.tokenizer
         self.device = torch.device(device)
-        self.max_tokens, self.max_sentences = max_tokens, max_sentences
+        self.max_tokens, self.max_sentences = max_tokens or 4096, max_sentences
 
     def decode(self, rows: list[list[int]], options: DecodingOptions) -> list[list[Hypothesis]]:
         """rows: source ids + EOS, any number -> per row its n-best, best first, in row order."""
