@@ -369,17 +369,68 @@ def _pad(seqs: list[list[int]]) -> torch.Tensor:
     return out
 
 
-class BatchView(torch.utils.data.Dataset):
-    """Indexable by a list of indices (one batch from the sampler) -> a collated batch."""
+MADV_DONTNEED = 4  # Linux <sys/mman.h>
 
-    def __init__(self, ds: datasets.Dataset) -> None:
-        self.ds = ds
+
+def _file_mappings(paths: set[str]) -> list[tuple[int, int, int]]:
+    """(start, end, resident kB) of this process's read-only mappings of `paths` (Linux /proc)."""
+    found, current = [], None
+    try:
+        with open("/proc/self/smaps", encoding="utf-8") as f:
+            for line in f:
+                head = line.split(maxsplit=5)
+                if ":" not in head[0] and len(head) >= 5:  # a mapping's header: range perms offset dev inode [path]
+                    current = None
+                    if len(head) == 6 and head[5].rstrip("\n") in paths and "w" not in head[1]:
+                        start, end = (int(x, 16) for x in head[0].split("-"))
+                        current = [start, end, 0]
+                        found.append(current)
+                elif current is not None and head[0] == "Rss:":
+                    current[2] = int(head[1])
+    except OSError:  # no /proc (not Linux)
+        return []
+    return [tuple(m) for m in found]  # type: ignore[misc]
+
+
+def release_mapped_pages(ds: datasets.Dataset) -> int:
+    """Unmap from this process the pages of `ds`'s memory-mapped Arrow files that reading has
+    mapped in; returns the kB released. They stay in the page cache (shared, clean), so the next
+    read maps them again without I/O. Without this, RSS grows with the corpus as random batches
+    touch it: fault-around maps 64 kB per touched page, page cache counted as the run's memory.
+    Only read-only mappings of the dataset's own cache files are touched."""
+    paths = {os.path.realpath(f["filename"]) for f in ds.cache_files}
+    mappings = _file_mappings(paths) if paths else []
+    if not mappings:
+        return 0
+    import ctypes  # noqa: PLC0415  (Linux only, reached only when /proc lists the mappings)
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    released = 0
+    for start, end, rss_kb in mappings:
+        if rss_kb and libc.madvise(start, end - start, MADV_DONTNEED) == 0:
+            released += rss_kb
+    return released
+
+
+class BatchView(torch.utils.data.Dataset):
+    """Indexable by a list of indices (one batch from the sampler) -> a collated batch.
+
+    Every `release_every` batches it unmaps the corpus pages its reads mapped in
+    (`release_mapped_pages`), so the run's RSS does not grow with the corpus (docs/scale.md)."""
+
+    def __init__(self, ds: datasets.Dataset, release_every: int = 16) -> None:
+        self.ds, self.release_every, self._served = ds, release_every, 0
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, indices: list[int]) -> dict[str, Any]:
-        return {**collate(self.ds[indices]), "index": list(indices)}  # index: position in the dataset
+        batch = {**collate(self.ds[indices]), "index": list(indices)}  # index: position in the dataset
+        self._served += 1  # counted per process: each loader worker has its own copy and mappings
+        if self.release_every and self._served % self.release_every == 0:
+            release_mapped_pages(self.ds)
+        return batch
 
 
 class StreamingBatches(torch.utils.data.IterableDataset):

@@ -80,6 +80,34 @@ def test_loader_workers_yield_the_batches_of_the_main_process():
     assert sorted(i for b in alone for i in b) == list(range(n))
 
 
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_batch_view_unmaps_the_corpus_pages_its_reads_mapped_in_and_reads_the_same_rows(tmp_path):
+    import datasets
+
+    from nmt.data import _file_mappings
+
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(4, 8000, k).tolist() for k in rng.integers(5, 60, 60_000)]  # ~8 MB of Arrow
+    datasets.Dataset.from_dict({"src_ids": ids, "tgt_ids": ids}).save_to_disk(str(tmp_path / "ds"))
+    ds = datasets.load_from_disk(str(tmp_path / "ds"))
+    files = {os.path.realpath(f["filename"]) for f in ds.cache_files}
+
+    def mapped_kb() -> int:
+        return sum(rss for _, _, rss in _file_mappings(files))
+
+    batches = [rng.integers(0, len(ids), 100).tolist() for _ in range(7)]
+    kept = BatchView(ds, release_every=0)  # never releases
+    expected = [kept[b] for b in batches]
+    assert mapped_kb() > 1000  # 700 scattered rows map in most of the file
+
+    view = BatchView(ds, release_every=7)
+    got = [view[b] for b in batches]  # the 7th releases
+    assert mapped_kb() == 0
+    for g, e in zip(got + [view[batches[0]]], expected + [expected[0]]):  # and reading maps them again
+        assert torch.equal(g["src"], e["src"]) and torch.equal(g["tgt_out"], e["tgt_out"])
+    assert mapped_kb() > 0
+
+
 @pytest.fixture
 def distinct_corpus(tmp_path):
     """120 distinct pairs in 4 shard files (so the stream has 4 shards to share out)."""
