@@ -155,6 +155,8 @@ def test_top_k_and_top_p_filtering_by_hand():
     kept = ~torch.isinf(filter_logits(logits, top_p=0.8)[0])
     assert kept.tolist() == [False, False, True, True]  # 0.644 < 0.8 <= 0.644 + 0.237
     assert probs[3] < 0.8
+    for tiny in (1e-300, 1e-45):  # 0 in float32: the most likely token still stays (found by the HTTP fuzzer)
+        assert (~torch.isinf(filter_logits(logits, top_p=tiny)[0])).tolist() == [False, False, False, True]
 
 
 def test_sampling_with_top_k_one_is_greedy():

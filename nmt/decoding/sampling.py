@@ -26,6 +26,7 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -
         probs = sorted_logits.softmax(dim=-1)
         # drop a token when the tokens ranked before it already reach top_p (the first is always kept)
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        drop_sorted[:, 0] = False  # also when top_p is below float32's range (1e-300 compares as 0)
         logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
     return logits
 
