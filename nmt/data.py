@@ -372,33 +372,45 @@ def _pad(seqs: list[list[int]]) -> torch.Tensor:
 MADV_DONTNEED = 4  # Linux <sys/mman.h>
 
 
-def _file_mappings(paths: set[str]) -> list[tuple[int, int, int]]:
-    """(start, end, resident kB) of this process's read-only mappings of `paths` (Linux /proc)."""
-    found, current = [], None
+def _file_mappings(paths: set[str], table: str = "maps") -> list[tuple[int, int, int]]:
+    """(start, end, resident kB) of this process's read-only mappings of `paths`, from
+    /proc/self/maps (cheap; resident unknown: -1) or /proc/self/smaps (a few ms in a torch
+    process; for diagnostics and tests). Empty where /proc is missing (not Linux)."""
+    found: list[list[int]] = []
+    current: list[int] | None = None
     try:
-        with open("/proc/self/smaps", encoding="utf-8") as f:
+        with open(f"/proc/self/{table}", encoding="utf-8") as f:
             for line in f:
                 head = line.split(maxsplit=5)
-                if ":" not in head[0] and len(head) >= 5:  # a mapping's header: range perms offset dev inode [path]
+                if ":" not in head[0] and len(head) >= 5:  # a mapping: range perms offset dev inode [path]
                     current = None
                     if len(head) == 6 and head[5].rstrip("\n") in paths and "w" not in head[1]:
                         start, end = (int(x, 16) for x in head[0].split("-"))
-                        current = [start, end, 0]
+                        current = [start, end, -1]
                         found.append(current)
                 elif current is not None and head[0] == "Rss:":
                     current[2] = int(head[1])
-    except OSError:  # no /proc (not Linux)
+    except OSError:
         return []
-    return [tuple(m) for m in found]  # type: ignore[misc]
+    return [(a, b, kb) for a, b, kb in found]
+
+
+def _cache_paths(ds: datasets.Dataset) -> set[str]:
+    return {os.path.realpath(f["filename"]) for f in ds.cache_files}
+
+
+def mapped_corpus_kb(ds: datasets.Dataset) -> int:
+    """Resident kB of `ds`'s memory-mapped Arrow files in this process (page cache mapped in)."""
+    return sum(kb for _, _, kb in _file_mappings(_cache_paths(ds), "smaps"))
 
 
 def release_mapped_pages(ds: datasets.Dataset) -> int:
     """Unmap from this process the pages of `ds`'s memory-mapped Arrow files that reading has
-    mapped in; returns the kB released. They stay in the page cache (shared, clean), so the next
-    read maps them again without I/O. Without this, RSS grows with the corpus as random batches
-    touch it: fault-around maps 64 kB per touched page, page cache counted as the run's memory.
-    Only read-only mappings of the dataset's own cache files are touched."""
-    paths = {os.path.realpath(f["filename"]) for f in ds.cache_files}
+    mapped in; returns the number of mappings advised. The pages stay in the page cache (shared,
+    clean), so the next read maps them again without I/O. Without this, RSS grows with the corpus
+    as random batches touch it (fault-around maps 64 kB per touched page). Only read-only
+    mappings of the dataset's own cache files are touched (MADV_DONTNEED on them loses nothing)."""
+    paths = _cache_paths(ds)
     mappings = _file_mappings(paths) if paths else []
     if not mappings:
         return 0
@@ -406,20 +418,16 @@ def release_mapped_pages(ds: datasets.Dataset) -> int:
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    released = 0
-    for start, end, rss_kb in mappings:
-        if rss_kb and libc.madvise(start, end - start, MADV_DONTNEED) == 0:
-            released += rss_kb
-    return released
+    return sum(libc.madvise(start, end - start, MADV_DONTNEED) == 0 for start, end, _ in mappings)
 
 
 class BatchView(torch.utils.data.Dataset):
     """Indexable by a list of indices (one batch from the sampler) -> a collated batch.
 
-    Every `release_every` batches it unmaps the corpus pages its reads mapped in
+    Every `release_every` batches (default 4) it unmaps the corpus pages its reads mapped in
     (`release_mapped_pages`), so the run's RSS does not grow with the corpus (docs/scale.md)."""
 
-    def __init__(self, ds: datasets.Dataset, release_every: int = 16) -> None:
+    def __init__(self, ds: datasets.Dataset, release_every: int = 4) -> None:
         self.ds, self.release_every, self._served = ds, release_every, 0
 
     def __len__(self) -> int:

@@ -84,16 +84,15 @@ def test_loader_workers_yield_the_batches_of_the_main_process():
 def test_batch_view_unmaps_the_corpus_pages_its_reads_mapped_in_and_reads_the_same_rows(tmp_path):
     import datasets
 
-    from nmt.data import _file_mappings
+    from nmt.data import mapped_corpus_kb
 
     rng = np.random.default_rng(0)
     ids = [rng.integers(4, 8000, k).tolist() for k in rng.integers(5, 60, 60_000)]  # ~8 MB of Arrow
     datasets.Dataset.from_dict({"src_ids": ids, "tgt_ids": ids}).save_to_disk(str(tmp_path / "ds"))
     ds = datasets.load_from_disk(str(tmp_path / "ds"))
-    files = {os.path.realpath(f["filename"]) for f in ds.cache_files}
 
     def mapped_kb() -> int:
-        return sum(rss for _, _, rss in _file_mappings(files))
+        return mapped_corpus_kb(ds)
 
     batches = [rng.integers(0, len(ids), 100).tolist() for _ in range(7)]
     kept = BatchView(ds, release_every=0)  # never releases
