@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from nmt.decoding.options import DecodingOptions
-from nmt.decoding.results import Hypothesis, Translation
+from nmt.decoding.results import NAN, Hypothesis, Translation
+from nmt.documents import fit_sentence, split_document, uses_spaces
 from nmt.errors import DataError
 from nmt.textio import decode_lines
 from nmt.tokenizer import EOS_ID
@@ -119,6 +120,8 @@ class Translator:
         longer than the model's positions are cut (flagged `truncated`)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         options = self.options(options, **changes)
+        if options.document:
+            return self._translate_documents(texts, options)
         limit = self.max_source_tokens
         encoded = self.tokenizer.encode_src([s.strip() for s in texts])
         out = [Translation(s, [Hypothesis([], 0.0)], truncated=len(ids) > limit, source_ids=ids[:limit])
@@ -130,6 +133,32 @@ class Translator:
                 for h in nbest:
                     h.text = self.tokenizer.decode_tgt(h.tokens)
                 out[i].hypotheses = nbest
+        return out
+
+    @property
+    def max_sentence_tokens(self) -> int:
+        """Document mode's default limit: the longest source the model was trained on."""
+        return min(self.cfg.data.max_len, self.max_source_tokens)
+
+    def _translate_documents(self, texts: list[str], options: DecodingOptions) -> list[Translation]:
+        """Each text split into sentences (nmt.documents), the over-long ones cut to fit, all of
+        them translated together by the sentence path, then joined in each text's layout."""
+        limit = min(options.document_max_tokens or self.max_sentence_tokens, self.max_source_tokens)
+        docs = [split_document(t, self.src_lang) for t in texts]
+        sentences = [s for d in docs for s in d.sentences]
+        lengths = [len(ids) for ids in self.tokenizer.encode_src(sentences)]
+        count = lambda s: len(self.tokenizer.encode_src([s])[0])  # noqa: E731  (only for cut sentences)
+        pieces = [[s] if n <= limit else fit_sentence(s, count, limit) for s, n in zip(sentences, lengths)]
+        translated = iter(self.translate([p for ps in pieces for p in ps], options.replace(document=False)))
+        gap = " " if uses_spaces(self.tgt_lang) else ""  # between the pieces of a cut sentence
+        out, at = [], 0
+        for text, doc in zip(texts, docs):
+            mine = pieces[at:at + len(doc.sentences)]
+            at += len(mine)
+            parts = [[next(translated) for _ in ps] for ps in mine]  # per sentence its pieces' translations
+            joined = doc.join([gap.join(t.text for t in part) for part in parts], self.tgt_lang)
+            out.append(Translation(text, [Hypothesis([], NAN, text=joined)], sentences=[t for part in parts for t in part],
+                                   split=sum(len(ps) > 1 for ps in mine)))
         return out
 
     def translate_file(self, source: str | Path | IO[bytes], target: str | Path | IO[str], *,
@@ -152,7 +181,8 @@ class Translator:
                     invalid.clear()
                 start = time.perf_counter()
                 translations = self.translate(lines, options)
-                warn_truncated(translations, first, name, self.max_source_tokens)
+                warn_truncated(translations, first, name, self.max_source_tokens,
+                               options.document_max_tokens or self.max_sentence_tokens)
                 if write is None:
                     out.write("".join(t.text + "\n" for t in translations))
                 else:
@@ -165,10 +195,16 @@ class Translator:
         return n
 
 
-def warn_truncated(translations: list[Translation], first_line: int, name: str, limit: int) -> None:
+def warn_truncated(translations: list[Translation], first_line: int, name: str, limit: int,
+                   sentence_limit: int | None = None) -> None:
+    """One warning per input that was cut: truncated (sentence mode) or with sentences split
+    into pieces (document mode)."""
     for n, t in enumerate(translations, start=first_line):
         if t.truncated:
             print(f"warning: {name}:{n}: source longer than {limit} tokens, truncated", file=sys.stderr)
+        if t.split:
+            print(f"warning: {name}:{n}: {t.split} sentence(s) longer than {min(sentence_limit or limit, limit)} "
+                  "tokens, translated in pieces cut at clause marks", file=sys.stderr)
 
 
 def quantize_int8(model):

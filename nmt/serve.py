@@ -50,7 +50,8 @@ class _RequestBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: list[str] = Field(min_length=1, description="source sentences, one per item",
+    text: list[str] = Field(min_length=1, description="source sentences, one per item (with document: true, "
+                                                      "documents: paragraphs, line breaks kept)",
                             examples=[["我们走吧。", "谢谢你。"]])
 
     @field_validator("text")
@@ -101,13 +102,19 @@ class Attention(BaseModel):
     weights: list[list[float]] = Field(description="rows sum to 1")
 
 
-class Result(BaseModel):
+class Sentence(BaseModel):
     source: str
     text: str = Field(description="the best hypothesis")
     score: float | None
     hypotheses: list[Hypothesis]
     truncated: bool = Field(description="the source was longer than the model's positions and was cut")
     attention: Attention | None = None
+
+
+class Result(Sentence):
+    sentences: list[Sentence] | None = Field(None, description="document mode: its sentences (pieces of cut ones) "
+                                                               "and their translations, in order")
+    split: int = Field(0, description="document mode: sentences longer than the limit, translated in pieces")
 
 
 class Timings(BaseModel):

@@ -119,6 +119,33 @@ def test_greedy_scores_are_null_and_attention_rows_sum_to_one(server):
                for row in att["weights"])
 
 
+def test_documents_are_split_translated_and_joined_over_http_and_on_the_command_line(server, zh_en_ckpt, tmp_path):
+    """The toy model knows its eight sentences one by one; a paragraph of them is an input it never
+    saw, which document mode turns back into sentences it knows."""
+    paragraph = "这是我的书。她喜欢猫。\n\n谢谢你。"
+    body = post(server, {"text": [paragraph, ""], "document": True}).json()
+    doc = body["translations"][0]
+    assert doc["text"] == "This is my book. She likes cats.\n\nThank you."
+    assert [s["source"] for s in doc["sentences"]] == ["这是我的书。", "她喜欢猫。", "谢谢你。"] and doc["split"] == 0
+    assert body["translations"][1]["text"] == "" and body["translations"][1]["sentences"] == []
+    refused = post(server, {"text": [paragraph], "document": True, "beam_size": 4, "n_best": 2})
+    assert refused.status_code == 422 and "n_best must be 1" in refused.text
+
+    src = tmp_path / "in.zh"
+    src.write_text("这是我的书。她喜欢猫。\n\n谢谢你。我爱你。\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "nmt.cli.translate", "--checkpoint", str(zh_en_ckpt), "--src", "zh", "--tgt", "en",
+           "-i", str(src)]
+    out = subprocess.run(cmd + ["--document"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["This is my book. She likes cats.", "", "Thank you. I love you."]
+    jsonl = subprocess.run(cmd + ["--document", "--output-format", "jsonl", "--document-max-tokens", "3"],
+                           capture_output=True, text=True, timeout=120)
+    assert jsonl.returncode == 0, jsonl.stderr
+    rows = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert [r["line"] for r in rows] == [1, 2, 3] and rows[0]["split"] == 2
+    assert "line 1: 2 sentence(s) longer than 3 tokens" in jsonl.stderr.replace(f"{src}:", "line ")
+
+
 def test_health_page_and_schema(server):
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok" and (health["src_lang"], health["tgt_lang"]) == ("zh", "en")
@@ -347,6 +374,14 @@ def test_the_page_translates_in_headless_chromium(server):
         assert len(tables) == 2
         header = [th.text for th in tables[0].find_elements(By.CSS_SELECTOR, "thead th")][1:]
         assert header[-1] == "</s>" and "".join(header[:-1]).replace("▁", "") == "这是我的书。"
+        browser.find_element(By.ID, "document").click()  # the paragraph box
+        browser.find_element(By.ID, "source").clear()
+        browser.find_element(By.ID, "source").send_keys("这是我的书。她喜欢猫。\n\n谢谢你。")
+        browser.find_element(By.ID, "translate").click()
+        WebDriverWait(browser, 60).until(lambda b: "Thank" in b.find_element(By.ID, "output").text)
+        assert browser.find_element(By.ID, "output").text.splitlines() == \
+            ["This is my book. She likes cats.", "", "Thank you."]
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#heatmaps table.heatmap")) == 3  # one per sentence
         browser.find_element(By.ID, "source").clear()
         browser.find_element(By.ID, "translate").click()
         assert "Type a sentence" in browser.find_element(By.ID, "status").text

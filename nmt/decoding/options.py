@@ -52,6 +52,10 @@ class DecodingOptions:
     top_p: float = _opt(1.0, "sampling: only the smallest set of tokens with this probability (nucleus)", gt=0.0, le=1.0)
     seed: int = _opt(0, "sampling seed (each batch draws from a generator seeded from it)", ge=0, le=2**31 - 1)
     attention: bool = _opt(False, "return the best hypothesis' cross-attention (torch engine)", flag=False)
+    document: bool = _opt(False, "each input is a document: split it into sentences, translate them and join the "
+                                 "translations in its layout (line breaks and blank lines kept)")
+    document_max_tokens: int = _opt(0, "document mode: a sentence with more source tokens is cut at clause marks "
+                                       "(0: data.max_len, the longest source the model was trained on)", ge=0, le=100_000)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -68,6 +72,9 @@ class DecodingOptions:
                 object.__setattr__(self, f.name, float(getattr(self, f.name)))  # 1 and 1.0: one option, one key
         if self.n_best > self.beam_size:
             raise OptionsError("n_best", f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
+        if self.document and self.n_best > 1:
+            raise OptionsError("n_best", f"document mode gives one translation per document: n_best must be 1, "
+                                         f"got {self.n_best}")
 
     @property
     def greedy(self) -> bool:
@@ -97,7 +104,7 @@ class DecodingOptions:
             penalty = {"gnmt": "GNMT length penalty", "length": "length penalty |Y|^alpha", "none": "no length penalty"}
             how = f"beam {self.beam_size}, {penalty[self.length_penalty]}" + \
                   (f" alpha {self.alpha:g}" if self.length_penalty != "none" else "")
-        return f"{how}, max length {self.max_len_a:g}*src+{self.max_len_b}"
+        return f"{how}, max length {self.max_len_a:g}*src+{self.max_len_b}" + (", document mode" if self.document else "")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(DecodingOptions)}

@@ -28,6 +28,10 @@ class Translation:
     hypotheses: list[Hypothesis]  # n-best, best first
     truncated: bool = False  # the source was longer than the model's positions and was cut
     source_ids: list[int] = field(default_factory=list)  # subword ids of the (truncated) source
+    # Document mode: the translations of its sentences (pieces of cut ones), in order, and how
+    # many sentences were longer than the limit and cut (nmt.documents).
+    sentences: list[Translation] | None = None
+    split: int = 0
 
     @property
     def best(self) -> Hypothesis:
@@ -60,6 +64,9 @@ class Translation:
             out["attention"] = {"source_tokens": tokenizer.src_pieces(self.source_ids) + ["</s>"],
                                 "target_tokens": tokenizer.tgt_pieces(self.target_ids) + ["</s>"],
                                 "weights": [[round(float(w), 4) for w in row] for row in weights]}
+        if self.sentences is not None:
+            out["sentences"] = [s.as_dict(tokenizer) for s in self.sentences]
+            out["split"] = self.split
         return out
 
 
