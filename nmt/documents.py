@@ -36,8 +36,9 @@ CLOSERS = "\"'”’」』）)】》〉]}»›"
 OPENERS = "\"'“‘「『（(【《〈[{«‹¿¡"
 # Chinese/Japanese: a run of terminal marks (an ellipsis is 1+ of …, or 3+ dots), then closers.
 # ASCII ! and ? count when CJK text (or the line's end) follows them, not a space or a Latin letter.
-_CJK_END = re.compile(rf"(?:[。！？；]+|…+|\.{{3,}}|⋯+)[{re.escape(CLOSERS)}]*+"
-                      rf"|[!?]+[{re.escape(CLOSERS)}]*+(?![\sA-Za-z])")
+# ASCII quotes are closers only after an odd number of them (_rule_ends).
+_CJK_CLOSERS = re.escape(CLOSERS.replace('"', "").replace("'", ""))
+_CJK_END = re.compile(rf"(?:[。！？；]+|…+|\.{{3,}}|⋯+)[{_CJK_CLOSERS}]*+|[!?]+[{_CJK_CLOSERS}]*+(?![\sA-Za-z\"'])")
 # Spaced scripts: terminal marks and closers, then spaces, before what can start a sentence.
 _END = re.compile(rf"[.!?…]+[{re.escape(CLOSERS)}]*(?=\s+[{re.escape(OPENERS)}]*"
                   r"[A-Z0-9\u00c0-\u00de\u0391-\u03a9\u0410-\u042f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af])")
@@ -83,8 +84,12 @@ def _rule_ends(line: str, lang: str) -> list[int]:
     ends: set[int] = set()
     if _base(lang) in _CJK_LANGS:  # not inside a quotation: “你好。我很好。”他说。 is one sentence
         spans = _quoted(line)
-        ends.update(m.end() for m in _CJK_END.finditer(line)
-                    if not any(a < m.end() - 1 and m.end() <= b for a, b in spans))
+        for m in _CJK_END.finditer(line):
+            end = m.end()
+            while line[end:end + 1] in ('"', "'") and line[end:end + 1] and line.count(line[end], 0, end) % 2 == 1:
+                end += 1  # "你好。" closes its quote; 好。"你 opens the next one
+            if not any(a < end - 1 and end <= b for a, b in spans):
+                ends.add(end)
     for m in _END.finditer(line):
         if line[m.start()] == ".":
             before = _WORD_BEFORE.search(line, 0, m.start())

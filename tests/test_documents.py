@@ -21,6 +21,7 @@ from nmt.documents import fit_sentence, split_document, split_sentences
     ("他说：“你好。”然后走了。", ["他说：“你好。”", "然后走了。"]),  # the closing quote stays with its sentence
     ("“你好。我很好。”他说。", ["“你好。我很好。”", "他说。"]),  # no split inside a quotation
     ("真的吗?!好的。", ["真的吗?!", "好的。"]),  # ASCII marks before CJK text
+    ('不想买。"你看到了吗?" "在桌上。"好。', ["不想买。", '"你看到了吗?"', '"在桌上。"', "好。"]),  # ASCII quotes
     ("他有3.5元。我没有……你呢？", ["他有3.5元。", "我没有……", "你呢？"]),
     ("第一；第二。", ["第一；", "第二。"]),
     ("没有句号的一句", ["没有句号的一句"]),
