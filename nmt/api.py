@@ -144,7 +144,7 @@ class Translator:
         """Each text split into sentences (nmt.documents), the over-long ones cut to fit, all of
         them translated together by the sentence path, then joined in each text's layout."""
         limit = min(options.document_max_tokens or self.max_sentence_tokens, self.max_source_tokens)
-        docs = [split_document(t, self.src_lang) for t in texts]
+        docs = [split_document(t, self.src_lang, options.document_splitter) for t in texts]
         sentences = [s for d in docs for s in d.sentences]
         lengths = [len(ids) for ids in self.tokenizer.encode_src(sentences)]
         count = lambda s: len(self.tokenizer.encode_src([s])[0])  # noqa: E731  (only for cut sentences)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import random
 import sys
@@ -94,6 +95,11 @@ def paragraph_set(translator: Translator, options, groups) -> dict:
     refs = [" ".join(en) for _, en in groups]
     line, t_line = timed(lambda: [t.text for t in translator.translate(sources, options)])
     docs, t_doc = timed(lambda: translator.translate(sources, options, document=True))
+    libraries = {}  # document mode with each maintained splitter that is installed
+    for name in SPLITTERS:
+        if name != "rules" and importlib.util.find_spec(name):
+            other = translator.translate(sources, options, document=True, document_splitter=name)
+            libraries[name] = score([d.text for d in other], refs)
     flat = [s for zh, _ in groups for s in zh]
     gold_flat, t_gold = timed(lambda: iter([t.text for t in translator.translate(flat, options)]))
     gold = [" ".join(next(gold_flat) for _ in zh) for zh, _ in groups]
@@ -102,7 +108,7 @@ def paragraph_set(translator: Translator, options, groups) -> dict:
             "document": {**score([d.text for d in docs], refs), "seconds": t_doc,
                          "sentences_found": sum(len(d.sentences or []) for d in docs),
                          "split": sum(d.split for d in docs)},
-            "gold_split": {**score(gold, refs), "seconds": t_gold},
+            "gold_split": {**score(gold, refs), "seconds": t_gold}, "document_with": libraries,
             "splitters": splitter_accuracy(groups, translator.src_lang)}
 
 
@@ -132,6 +138,8 @@ def table(results: dict) -> str:
         for mode in ("line", "document", "gold_split"):
             m = r[mode]
             lines.append(f"| {mode} | {m['bleu']:.2f} | {m['chrf']:.2f} | {m['length_ratio']:.2f} | {m['seconds']} |")
+        for sp, m in r["document_with"].items():
+            lines.append(f"| document, {sp} splitter | {m['bleu']:.2f} | {m['chrf']:.2f} | {m['length_ratio']:.2f} | |")
         lines += ["", f"document mode found {r['document']['sentences_found']} sentences "
                       f"({r['document']['split']} cut for length)", "",
                   "| splitter | boundary precision | recall | paragraphs split exactly |", "|---|---:|---:|---:|"]

@@ -142,3 +142,18 @@ def test_nothing_is_dropped_and_lines_and_empty_lines_are_kept(doc, limit):
 def test_document_mode_wants_one_hypothesis():
     with pytest.raises(OptionsError, match="n_best must be 1"):
         DecodingOptions(document=True, beam_size=4, n_best=2)
+
+
+@pytest.mark.parametrize("splitter", ["pysbd", "sentencex"])
+def test_a_maintained_splitter_can_replace_the_rules(splitter):
+    (doc,) = identity_translator().translate(["我们走吧。谢谢你！\n他是老师。"], document=True, document_splitter=splitter)
+    assert [s.source for s in doc.sentences] == ["我们走吧。", "谢谢你！", "他是老师。"]
+    assert doc.text == "我们走吧。 谢谢你！\n他是老师。"
+
+
+def test_a_splitter_that_is_not_installed_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(OptionsError, match="pip install sentencex"):
+        DecodingOptions(document_splitter="sentencex")

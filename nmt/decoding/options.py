@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,8 @@ class DecodingOptions:
                                  "translations in its layout (line breaks and blank lines kept)")
     document_max_tokens: int = _opt(0, "document mode: a sentence with more source tokens is cut at clause marks "
                                        "(0: data.max_len, the longest source the model was trained on)", ge=0, le=100_000)
+    document_splitter: str = _opt("rules", "document mode: how sentences are found: rules (ours), or the pysbd or "
+                                           "sentencex package (pip install it)", choices=("rules", "pysbd", "sentencex"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -72,6 +75,9 @@ class DecodingOptions:
                 object.__setattr__(self, f.name, float(getattr(self, f.name)))  # 1 and 1.0: one option, one key
         if self.n_best > self.beam_size:
             raise OptionsError("n_best", f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
+        if self.document_splitter != "rules" and importlib.util.find_spec(self.document_splitter) is None:
+            raise OptionsError("document_splitter", f"document_splitter {self.document_splitter} needs the "
+                                                    f"{self.document_splitter} package: pip install {self.document_splitter}")
         if self.document and self.n_best > 1:
             raise OptionsError("n_best", f"document mode gives one translation per document: n_best must be 1, "
                                          f"got {self.n_best}")
