@@ -11,7 +11,8 @@ the input's layout:
 - Splitting never crosses a line break, and the gaps between sentences (whitespace, line breaks)
   are kept: "".join(document.parts) == text, so line and paragraph counts and empty lines survive.
 - Rules: Chinese and Japanese end a sentence at 。！？；… and their ASCII forms ! ? (no space
-  needed), with closing quotes and brackets kept on the sentence; other scripts at . ! ? … that
+  needed), with closing quotes and brackets kept on the sentence (any other source language at
+  the full-width 。！？, which only CJK text uses); other scripts at . ! ? … that
   are followed by a space and an upper-case letter, digit, opening quote or a CJK character, not
   after a known abbreviation (Mr., e.g.) or an initial (J. K.). Decimals (3.5) have no space.
 - A sentence longer than the model takes is cut at clause marks (，、；： , ; :) into pieces that
@@ -39,6 +40,8 @@ OPENERS = "\"'“‘「『（(【《〈[{«‹¿¡"
 # ASCII quotes are closers only after an odd number of them (_rule_ends).
 _CJK_CLOSERS = re.escape(CLOSERS.replace('"', "").replace("'", ""))
 _CJK_END = re.compile(rf"(?:[。！？；]+|…+|\.{{3,}}|⋯+)[{_CJK_CLOSERS}]*+|[!?]+[{_CJK_CLOSERS}]*+(?![\sA-Za-z\"'])")
+# Any other language: the full-width marks, which only CJK text uses, end a sentence too.
+_FULL_WIDTH_END = re.compile(rf"[。！？]+[{_CJK_CLOSERS}]*+")
 # Spaced scripts: terminal marks and closers, then spaces, before what can start a sentence.
 _END = re.compile(rf"[.!?…]+[{re.escape(CLOSERS)}]*(?=\s+[{re.escape(OPENERS)}]*"
                   r"[A-Z0-9\u00c0-\u00de\u0391-\u03a9\u0410-\u042f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af])")
@@ -50,8 +53,8 @@ vs v no nos vol vols fig figs pp p ch sec art ed eds op cit al approx ca cf esp 
 jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun
 inc ltd co corp bros dept univ assn e.g i.e a.m p.m u.s u.k u.n d.c
 """.split())
-_CJK_LANGS = frozenset({"zh", "ja", "yue", "wuu", "lzh", "cmn"})
-_UNSPACED = _CJK_LANGS | {"th", "lo", "km", "my", "bo"}
+_CJK_LANGS = frozenset({"zh", "zho", "chi", "cmn", "yue", "wuu", "lzh", "ja", "jpn"})
+_UNSPACED = _CJK_LANGS | {"th", "tha", "lo", "lao", "km", "khm", "my", "mya", "bo", "bod"}
 _CLAUSE = re.compile(r"[，、；：]|[,;:](?=\s)")
 _LINE = re.compile(r"(\r\n|\r|\n)")
 
@@ -82,14 +85,14 @@ def _quoted(line: str) -> list[tuple[int, int]]:
 def _rule_ends(line: str, lang: str) -> list[int]:
     """Offsets in `line` where a sentence ends (after its closing marks), by the rules above."""
     ends: set[int] = set()
-    if _base(lang) in _CJK_LANGS:  # not inside a quotation: “你好。我很好。”他说。 is one sentence
-        spans = _quoted(line)
-        for m in _CJK_END.finditer(line):
-            end = m.end()
-            while line[end:end + 1] in ('"', "'") and line[end:end + 1] and line.count(line[end], 0, end) % 2 == 1:
-                end += 1  # "你好。" closes its quote; 好。"你 opens the next one
-            if not any(a < end - 1 and end <= b for a, b in spans):
-                ends.add(end)
+    cjk = _CJK_END if _base(lang) in _CJK_LANGS else _FULL_WIDTH_END
+    spans = _quoted(line)  # not inside a quotation: “你好。我很好。”他说。 is one sentence
+    for m in cjk.finditer(line):
+        end = m.end()
+        while line[end:end + 1] in ('"', "'") and line[end:end + 1] and line.count(line[end], 0, end) % 2 == 1:
+            end += 1  # "你好。" closes its quote; 好。"你 opens the next one
+        if not any(a < end - 1 and end <= b for a, b in spans):
+            ends.add(end)
     for m in _END.finditer(line):
         if line[m.start()] == ".":
             before = _WORD_BEFORE.search(line, 0, m.start())

@@ -42,6 +42,13 @@ def test_english_sentences_skip_abbreviations_initials_and_decimals(text, senten
     assert split_sentences(text, "en") == sentences
 
 
+def test_full_width_marks_end_sentences_in_any_source_language():
+    assert split_sentences("我们走吧。谢谢你！", "xx") == ["我们走吧。", "谢谢你！"]
+    assert split_sentences("第一；第二", "xx") == ["第一；第二"]  # the semicolon only for zh and ja
+    assert split_sentences("我们走吧。谢谢你！", "zh-Hans") == split_sentences("我们走吧。谢谢你！", "zho") == \
+        ["我们走吧。", "谢谢你！"]
+
+
 def test_whitespace_and_line_breaks_are_kept_between_sentences():
     doc = split_document("  第一句。第二句。 \n\n  第三句！", "zh")
     assert doc.parts == ["  ", "第一句。", "", "第二句。", " \n\n  ", "第三句！", ""]
