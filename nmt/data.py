@@ -580,6 +580,20 @@ def _tokenizer_sample(cfg: ExperimentConfig, n_pairs: int) -> tuple[list[str], l
     return src[:n_pairs], tgt[:n_pairs]
 
 
+SMALL_CORPUS_BYTES = 16 * 2**20  # text training files below this are prepared in one process
+
+
+def _text_bytes(d: DataConfig) -> int | None:
+    """Bytes of the training text files (source and target), or None for other sources."""
+    if d.source != "text":
+        return None
+    prefixes = d.train if isinstance(d.train, (list, tuple)) else [d.train]
+    try:
+        return sum(Path(f"{prefix}.{lang}").stat().st_size for prefix in prefixes for lang in (d.src_lang, d.tgt_lang))
+    except (OSError, TypeError):
+        return None
+
+
 def prepare_corpus(cfg: ExperimentConfig, out: Path, *, tokenizer: Tokenizer | None = None,
                    say=print) -> Prepared:
     """Tokenise the training split once into `out` (what `nmt-prepare` does):
@@ -628,6 +642,11 @@ def _prepare_locked(cfg: ExperimentConfig, out: Path, tokenizer: Tokenizer | Non
     features = datasets.Features({"src_ids": datasets.Sequence(datasets.Value(id_type)),
                                   "tgt_ids": datasets.Sequence(datasets.Value(id_type))})
     n_readers = max(1, d.num_proc)
+    size = _text_bytes(d)
+    if n_readers > 1 and size is not None and size < SMALL_CORPUS_BYTES:
+        # One process: forking costs more than it saves here, and datasets' pool can hang at its
+        # exit on small inputs (huggingface/datasets#6393; it hung the tiny GPU check in CI).
+        n_readers = 1
     say(f"nmt-prepare: tokenising the training split with {n_readers} process(es)")
     try:
         ds = datasets.Dataset.from_generator(

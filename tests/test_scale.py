@@ -158,12 +158,15 @@ def test_streamed_resume_skips_exactly_the_delivered_batches_with_workers(distin
 
 # -- prepared data ----------------------------------------------------------------------------------
 
-def test_prepare_stores_tokenised_pairs_lengths_and_the_cleaning_counts(tmp_path, distinct_corpus):
+def test_prepare_stores_tokenised_pairs_lengths_and_the_cleaning_counts(tmp_path, distinct_corpus, monkeypatch):
     cfg_data, _ = distinct_corpus
     cfg = load_config(TOY, ["tokenizer.vocab_size=200", "data.num_proc=2"])
     cfg.data = cfg_data
     cfg.data.num_proc, cfg.data.max_len = 2, 7  # sources have 6-9 pieces: some are dropped
-    prepared = prepare_corpus(cfg, tmp_path / "prep", say=lambda m: None)
+    said: list[str] = []
+    monkeypatch.setattr("nmt.data.SMALL_CORPUS_BYTES", 0)  # two processes even for this small corpus
+    prepared = prepare_corpus(cfg, tmp_path / "prep", say=said.append)
+    assert any("with 2 process(es)" in m for m in said)
     tok = prepared.tokenizer()
     raw = load_raw(cfg.data, "train")
     src, tgt = tok.encode_src(list(raw["src"])), tok.encode_tgt(list(raw["tgt"]))
@@ -175,6 +178,17 @@ def test_prepare_stores_tokenised_pairs_lengths_and_the_cleaning_counts(tmp_path
     assert [len(x) for x in prepared.dataset["src_ids"]] == prepared.src_lens.tolist()
     assert [len(x) for x in prepared.dataset["tgt_ids"]] == prepared.tgt_lens.tolist()
     assert not (tmp_path / "prep.partial").exists() and not (tmp_path / "prep" / ".work").exists()
+
+
+def test_a_small_text_corpus_is_prepared_in_one_process(tmp_path, distinct_corpus):
+    """datasets' pool can hang at its exit on small inputs (huggingface/datasets#6393)."""
+    cfg_data, _ = distinct_corpus
+    cfg = load_config(TOY, ["tokenizer.vocab_size=200"])
+    cfg.data = cfg_data
+    cfg.data.num_proc = 2
+    said: list[str] = []
+    prepare_corpus(cfg, tmp_path / "prep", say=said.append)
+    assert any("with 1 process(es)" in m for m in said)
 
 
 def test_prepared_data_made_with_other_settings_or_damaged_is_refused(tmp_path):
