@@ -11,6 +11,7 @@ reads any source as an iterable and batches it from a bounded look-ahead buffer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -414,11 +415,18 @@ def release_mapped_pages(ds: datasets.Dataset) -> int:
     mappings = _file_mappings(paths) if paths else []
     if not mappings:
         return 0
-    import ctypes  # noqa: PLC0415  (Linux only, reached only when /proc lists the mappings)
+    madvise = _madvise()
+    return sum(madvise(start, end - start, MADV_DONTNEED) == 0 for start, end, _ in mappings)
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    return sum(libc.madvise(start, end - start, MADV_DONTNEED) == 0 for start, end, _ in mappings)
+
+@functools.cache
+def _madvise():
+    """libc's madvise, loaded once per process (Linux only: reached only when /proc lists mappings)."""
+    import ctypes  # noqa: PLC0415
+
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return madvise
 
 
 class BatchView(torch.utils.data.Dataset):
