@@ -140,10 +140,14 @@ class Translator:
         """Document mode's default limit: the longest source the model was trained on."""
         return min(self.cfg.data.max_len, self.max_source_tokens)
 
+    def document_limit(self, options: DecodingOptions) -> int:
+        """Source tokens above which document mode cuts a sentence (never above the positions)."""
+        return min(options.document_max_tokens or self.max_sentence_tokens, self.max_source_tokens)
+
     def _translate_documents(self, texts: list[str], options: DecodingOptions) -> list[Translation]:
         """Each text split into sentences (nmt.documents), the over-long ones cut to fit, all of
         them translated together by the sentence path, then joined in each text's layout."""
-        limit = min(options.document_max_tokens or self.max_sentence_tokens, self.max_source_tokens)
+        limit = self.document_limit(options)
         docs = [split_document(t, self.src_lang, options.document_splitter) for t in texts]
         sentences = [s for d in docs for s in d.sentences]
         lengths = [len(ids) for ids in self.tokenizer.encode_src(sentences)]
@@ -181,8 +185,7 @@ class Translator:
                     invalid.clear()
                 start = time.perf_counter()
                 translations = self.translate(lines, options)
-                warn_truncated(translations, first, name, self.max_source_tokens,
-                               options.document_max_tokens or self.max_sentence_tokens)
+                warn_truncated(translations, first, name, self.max_source_tokens, self.document_limit(options))
                 if write is None:
                     out.write("".join(t.text + "\n" for t in translations))
                 else:
@@ -196,14 +199,14 @@ class Translator:
 
 
 def warn_truncated(translations: list[Translation], first_line: int, name: str, limit: int,
-                   sentence_limit: int | None = None) -> None:
+                   sentence_limit: int = 0) -> None:
     """One warning per input that was cut: truncated (sentence mode) or with sentences split
     into pieces (document mode)."""
     for n, t in enumerate(translations, start=first_line):
         if t.truncated:
             print(f"warning: {name}:{n}: source longer than {limit} tokens, truncated", file=sys.stderr)
         if t.split:
-            print(f"warning: {name}:{n}: {t.split} sentence(s) longer than {min(sentence_limit or limit, limit)} "
+            print(f"warning: {name}:{n}: {t.split} sentence(s) longer than {sentence_limit} "
                   "tokens, translated in pieces cut at clause marks", file=sys.stderr)
 
 
