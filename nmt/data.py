@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from nmt.batching import batch_starts, length_order, make_batches
+from nmt.batching import batch_starts, bucket_order, make_batches
 from nmt.config import DataConfig, ExperimentConfig
 from nmt.errors import DataError
 from nmt.textio import check_text_file, decode_lines, read_text_lines  # noqa: F401  (re-exported)
@@ -306,11 +306,10 @@ class TokenBatchSampler:
             return self._plan[1:]
         n = len(self.src_lens)
         rng = np.random.default_rng([self.seed, epoch])
-        tie = rng.random(n, dtype=np.float32) if self.shuffle else None
-        order = length_order(self.src_lens, self.tgt_lens, tie).astype(np.int32 if n < 2**31 else np.int64)
-        del tie
+        order, widths = bucket_order(self.src_lens, self.tgt_lens, rng if self.shuffle else None)
         starts = batch_starts(self.src_lens, self.tgt_lens, order, max_tokens=self.max_tokens,
-                              max_sentences=self.max_sentences)
+                              max_sentences=self.max_sentences, widths=widths)
+        del widths
         ends = np.append(starts[1:], n)
         if self.world_size > 1 and len(starts) % self.world_size:
             starts, ends = _split_largest(starts, ends, self.world_size - len(starts) % self.world_size)
