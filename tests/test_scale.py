@@ -178,6 +178,10 @@ def test_prepare_stores_tokenised_pairs_lengths_and_the_cleaning_counts(tmp_path
     assert [len(x) for x in prepared.dataset["src_ids"]] == prepared.src_lens.tolist()
     assert [len(x) for x in prepared.dataset["tgt_ids"]] == prepared.tgt_lens.tolist()
     assert not (tmp_path / "prep.partial").exists() and not (tmp_path / "prep" / ".work").exists()
+    if Path("/proc/self/smaps").exists():  # opening mapped in every record batch's header: released
+        from nmt.data import mapped_corpus_kb
+
+        assert mapped_corpus_kb(open_prepared(tmp_path / "prep").dataset) == 0
 
 
 def test_a_small_text_corpus_is_prepared_in_one_process(tmp_path, distinct_corpus):
