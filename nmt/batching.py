@@ -44,7 +44,7 @@ def bucket_order(src_lens, tgt_lens, rng: np.random.Generator | None = None, *,
             fill[length] += k
     for length in np.flatnonzero(counts > 1).tolist():
         bucket = order[offsets[length]:offsets[length + 1]]
-        keys = (src_lens[bucket], tgt_lens[bucket])
+        keys: tuple[np.ndarray, ...] = (src_lens[bucket], tgt_lens[bucket])
         if rng is not None:
             keys = (rng.random(len(bucket), dtype=np.float32), *keys)
         bucket[:] = bucket[np.lexsort(keys)]
