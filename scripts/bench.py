@@ -242,16 +242,16 @@ class PrefixRefeed:
     def encode(self, src, src_mask):
         return self.model.encode(src, src_mask)
 
-    def make_cache(self, record_attention: bool = False):
+    def make_cache(self, record_attention: bool = False, capacity: int | None = None):
         return _Prefix()
 
-    def decode(self, tgt_in, memory, src_mask, cache):
+    def decode(self, tgt_in, memory, src_mask, cache, vocab=None):
         import torch
 
         cache.tokens = tgt_in if cache.tokens is None else torch.cat([cache.tokens, tgt_in], dim=1)
         keep = torch.zeros_like(cache.tokens, dtype=torch.bool)
         keep[:, -1] = True
-        return self.model.decode(cache.tokens, memory, src_mask, None, keep=keep).unsqueeze(1)  # (N, 1, V)
+        return self.model.decode(cache.tokens, memory, src_mask, None, keep=keep, vocab=vocab).unsqueeze(1)  # (N, 1, V)
 
 
 class _Prefix:

@@ -46,10 +46,10 @@ class ScriptedModel:
     def encode(self, src, src_mask):
         return src[:, :1, None].float()  # (B, 1, 1): the sentence id travels with the rows
 
-    def make_cache(self, *, record_attention: bool = False) -> ScriptedCache:
+    def make_cache(self, *, record_attention: bool = False, capacity: int | None = None) -> ScriptedCache:
         return ScriptedCache()
 
-    def decode(self, tgt_in, memory, src_mask, cache):
+    def decode(self, tgt_in, memory, src_mask, cache, vocab=None):
         if cache.prefixes is None:
             cache.prefixes = [() for _ in range(tgt_in.size(0))]
         else:

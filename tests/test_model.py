@@ -73,35 +73,64 @@ def test_attention_equals_a_plain_reference_computation():
     torch.testing.assert_close(out, attn.out_proj(ref), atol=1e-5, rtol=1e-5)
 
 
-def test_cached_step_by_step_logits_equal_the_full_forward_pass():
+@pytest.mark.parametrize("capacity", [None, 5, 2])  # growing; preallocated; preallocated too small: grows
+def test_cached_step_by_step_logits_equal_the_full_forward_pass(capacity):
     model = small_model()
     src = torch.randint(4, 50, (3, 6))
     src[2, 4:] = PAD_ID
     tgt = torch.randint(4, 50, (3, 5))
     src_mask = make_pad_mask(src)
     full = model(src, src_mask, tgt)
-    memory, cache = model.encode(src, src_mask), model.make_cache()
+    memory, cache = model.encode(src, src_mask), model.make_cache(capacity=capacity)
     steps = torch.cat([model.decode(tgt[:, i : i + 1], memory, src_mask, cache) for i in range(5)], dim=1)
     torch.testing.assert_close(full, steps, atol=1e-5, rtol=1e-5)
     # a prefix of two positions at once, then single steps, gives the same again
-    cache = model.make_cache()
+    cache = model.make_cache(capacity=capacity)
     chunked = torch.cat([model.decode(tgt[:, :2], memory, src_mask, cache)]
                         + [model.decode(tgt[:, i : i + 1], memory, src_mask, cache) for i in range(2, 5)], dim=1)
     torch.testing.assert_close(full, chunked, atol=1e-5, rtol=1e-5)
 
 
-def test_cache_reorder_follows_selected_rows():
+@pytest.mark.parametrize("capacity", [None, 6])
+def test_cache_reorder_follows_selected_rows(capacity):
     model = small_model()
-    src = torch.randint(4, 50, (2, 6))
-    tgt = torch.randint(4, 50, (2, 3))
+    src = torch.randint(4, 50, (3, 6))
+    tgt = torch.randint(4, 50, (3, 5))
     src_mask = make_pad_mask(src)
-    memory, cache = model.encode(src, src_mask), model.make_cache()
+    memory, cache = model.encode(src, src_mask), model.make_cache(capacity=capacity)
     model.decode(tgt[:, :2], memory, src_mask, cache)
-    index = torch.tensor([1, 1, 0])
-    cache.reorder(index)
-    step = model.decode(tgt[index, 2:3], memory[index], src_mask[index], cache)
-    full = model(src[index], src_mask[index], tgt[index])
-    torch.testing.assert_close(step[:, 0], full[:, 2], atol=1e-5, rtol=1e-5)
+    rows = torch.arange(3)
+    for index in (torch.tensor([2, 2, 0]), torch.tensor([1, 0]), torch.tensor([1, 1, 0, 0])):  # keep, shrink, grow
+        cache.reorder(index)
+        rows = rows[index]
+        t = cache.length
+        step = model.decode(tgt[rows, t:t + 1], memory[rows], src_mask[rows], cache)
+        full = model(src[rows], src_mask[rows], tgt[rows, :t + 1])
+        torch.testing.assert_close(step[:, 0], full[:, t], atol=1e-5, rtol=1e-5)
+
+
+def test_preallocated_cache_decodes_exactly_as_the_growing_one():
+    """Beam search (sentences finishing at different steps, beams moving every step) and greedy
+    search give the same tokens and scores with the preallocated cache as with torch.cat."""
+    from nmt.decoding.beam import beam_search
+    from nmt.decoding.greedy import greedy_decode
+    from nmt.decoding.options import DecodingOptions
+
+    torch.manual_seed(3)
+    model = small_model()
+    src = torch.randint(4, 50, (6, 7))
+    src[3, 2:] = PAD_ID
+    src[4, 5:] = PAD_ID
+    opts = DecodingOptions(beam_size=4, n_best=4, min_len=0, max_len_a=1.0, max_len_b=3)
+    pre = beam_search(model, src, opts), greedy_decode(model, src)
+    assert model.make_cache(capacity=4).self_kv[0].capacity == 4  # the decoders pass one
+    make = model.make_cache
+    model.make_cache = lambda **kw: make(**{**kw, "capacity": None})  # type: ignore[method-assign]
+    growing = beam_search(model, src, opts), greedy_decode(model, src)
+    assert [[h.tokens for h in n] for n in pre[0]] == [[h.tokens for h in n] for n in growing[0]]
+    assert [h.score for n in pre[0] for h in n] == pytest.approx([h.score for n in growing[0] for h in n], abs=1e-5)
+    assert len({len(n[0].tokens) for n in pre[0]}) > 1  # sentences ended at different steps
+    assert pre[1] == growing[1]
 
 
 def test_weights_are_tied_three_ways_with_a_joint_vocabulary():

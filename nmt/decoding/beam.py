@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from nmt.decoding.greedy import max_output_lengths
+from nmt.decoding.greedy import check_decoding_vocab, max_output_lengths
 from nmt.decoding.options import DecodingOptions
 from nmt.decoding.penalties import final_score
 from nmt.decoding.results import Hypothesis
@@ -77,9 +77,13 @@ def ban_repeated_ngrams(lprobs: torch.Tensor, generated: torch.Tensor, n: int) -
 
 
 @torch.inference_mode()
-def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions) -> list[list[Hypothesis]]:
+def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions,
+                vocab: torch.Tensor | None = None) -> list[list[Hypothesis]]:
     """src (B, S) -> per sentence the `n_best` hypotheses, best first (with their last-layer
-    cross-attention if `opts.attention`)."""
+    cross-attention if `opts.attention`). `vocab`: the sorted target ids (U,) to decode over (a
+    shortlist's candidates, nmt/shortlist.py) with the special ids 0-3 first, so that a special
+    id's column is the id itself; None: the whole vocabulary."""
+    check_decoding_vocab(vocab)
     k = opts.beam_size
     # Phase 1: encode once, then give every sentence K rows.
     src_mask = make_pad_mask(src)  # (B, 1, 1, S)
@@ -87,7 +91,7 @@ def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions) -
     max_lens = max_output_lengths(model, src_mask, opts.max_len_a, opts.max_len_b)  # (B,)
     rows = torch.arange(src.size(0), device=src.device).repeat_interleave(k)  # (B*K,)
     memory, src_mask = memory[rows], src_mask[rows]
-    cache = model.make_cache(record_attention=opts.attention)
+    cache = model.make_cache(record_attention=opts.attention, capacity=int(max_lens.max()) + 1)  # BOS + tokens
     active = torch.arange(src.size(0), device=src.device)  # (A,) original sentence ids
     prefixes = torch.full((src.size(0) * k, 1), BOS_ID, dtype=torch.long, device=src.device)  # (A*K, 1)
     scores = torch.full((src.size(0), k), NEG_INF, device=src.device)
@@ -96,11 +100,14 @@ def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions) -
 
     for step in range(int(max_lens.max()) + 1):
         # Phase 2: next-token log-probabilities of every row.
-        logits = model.decode(prefixes[:, -1:], memory, src_mask, cache)[:, -1]  # (A*K, V)
+        logits = model.decode(prefixes[:, -1:], memory, src_mask, cache, vocab=vocab)[:, -1]  # (A*K, V or U)
         lprobs = F.log_softmax(logits.float(), dim=-1)
-        lprobs = constrain(lprobs, prefixes, max_lens.repeat_interleave(k), step, opts)
+        columns = prefixes if vocab is None or not opts.no_repeat_ngram_size else torch.searchsorted(vocab, prefixes)
+        lprobs = constrain(lprobs, columns, max_lens.repeat_interleave(k), step, opts)
         # Phase 3: the 2K best extensions per sentence.
         cand_scores, cand_tokens, cand_beams = beam_step(lprobs.view(len(active), k, -1), scores)
+        if vocab is not None:
+            cand_tokens = vocab[cand_tokens]  # columns -> target ids
         # Phase 4: EOS among the K best retires a hypothesis.
         is_eos = cand_tokens == EOS_ID  # (A, 2K)
         _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k, opts, getattr(cache, "attention", None))

@@ -33,7 +33,7 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -
 
 def sample_decode(model: Seq2Seq[Any], src: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                   max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0,
-                  generator: torch.Generator | None = None) -> list[list[int]]:
+                  generator: torch.Generator | None = None, vocab: torch.Tensor | None = None) -> list[list[int]]:
     """src (B, S) -> one sampled token list per sentence (without BOS/EOS). The values are
     checked by DecodingOptions (temperature > 0, 0 < top_p <= 1, top_k >= 0)."""
 
@@ -41,4 +41,5 @@ def sample_decode(model: Seq2Seq[Any], src: torch.Tensor, *, temperature: float 
         probs = F.softmax(filter_logits(logits / temperature, top_k=top_k, top_p=top_p), dim=-1)
         return torch.multinomial(probs, 1, generator=generator)
 
-    return decode_token_by_token(model, src, choose, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len)
+    return decode_token_by_token(model, src, choose, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+                                 vocab=vocab)

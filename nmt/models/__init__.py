@@ -35,12 +35,15 @@ class Seq2Seq(Protocol[C]):
         """src (B, S), src_mask (B, 1, 1, S) -> memory (B, S, D)"""
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: C | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+               cache: C | None = None, keep: torch.Tensor | None = None,
+               vocab: torch.Tensor | None = None) -> torch.Tensor:
         """tgt_in (B, T) -> logits (B, T, V); with a cache only the new positions are given; with
-        `keep` (B, T) bool only the logits (N, V) of those positions are computed."""
+        `keep` (B, T) bool only the logits (N, V) of those positions are computed; with `vocab`
+        (U,) target ids only their logits (B, T, U), in that order."""
 
-    def make_cache(self, *, record_attention: bool = False) -> C:
-        """An empty incremental-decoding cache (recording the last layer's cross-attention if asked)."""
+    def make_cache(self, *, record_attention: bool = False, capacity: int | None = None) -> C:
+        """An empty incremental-decoding cache (recording the last layer's cross-attention if asked);
+        `capacity`: the target positions it will hold, for a cache that preallocates them."""
 
     @property
     def max_output_len(self) -> int | None:

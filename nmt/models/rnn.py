@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
-from nmt.models.transformer import token_embedding
+from nmt.models.transformer import output_layer, token_embedding
 
 State = tuple[torch.Tensor, ...]  # the decoder RNN's state: (h,) for a GRU, (h, c) for an LSTM, each (L, B, H)
 
@@ -192,17 +192,19 @@ class RNNSeq2Seq(nn.Module):
         return self.encoder(self.src_embed(src), src_mask.sum(dim=(1, 2, 3)))
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: DecoderCache | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """tgt_in (B, T) -> logits (B, T, V), or with `keep` (B, T) bool only those positions' (N, V). Without a cache, tgt_in is the whole prefix (BOS + y);
+               cache: DecoderCache | None = None, keep: torch.Tensor | None = None,
+               vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """tgt_in (B, T) -> logits (B, T, V), or with `keep` (B, T) bool only those positions' (N, V),
+        or with `vocab` (U,) only those ids' (B, T, U). Without a cache, tgt_in is the whole prefix (BOS + y);
         with one, only the new positions, continuing from the cached state. Both run the same
         step loop; that cached == uncached is nonetheless tested."""
         cache = cache if cache is not None else DecoderCache()
         if cache.state is None:
             self.decoder.start(memory, cache)
         h_tilde = self.decoder(self.tgt_embed(tgt_in), memory, src_mask[:, 0, 0, :], cache)  # (B, T, E)
-        return self.generator(h_tilde if keep is None else h_tilde[keep])  # (B, T, V) or (N, V)
+        return output_layer(self.generator, h_tilde if keep is None else h_tilde[keep], vocab)  # (B, T, V) or (N, V)
 
-    def make_cache(self, *, record_attention: bool = False) -> DecoderCache:
+    def make_cache(self, *, record_attention: bool = False, capacity: int | None = None) -> DecoderCache:
         return DecoderCache(record_attention=record_attention)
 
     max_output_len = None  # the recurrence has no positional limit

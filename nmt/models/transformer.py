@@ -83,10 +83,10 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, n, self.n_heads, self.d_head).transpose(1, 2)  # (B, n, D) -> (B, H, n, Dh)
 
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None, memory: torch.Tensor | None = None,
-                past: KV | None = None, weights: list | None = None) -> tuple[torch.Tensor, KV]:
-        """x (B, L, D) -> (B, L, D), and the (K, V) to cache.
+                past: KV | SelfAttentionCache | None = None, weights: list | None = None) -> tuple[torch.Tensor, KV]:
+        """x (B, L, D) -> (B, L, D), and the (K, V) it attended to.
 
-        Self-attention: K, V of x are appended to `past` (incremental decoding).
+        Self-attention: K, V of x are appended to `past`, a SelfAttentionCache (incremental decoding).
         Cross-attention: K, V come from `memory`, or from `past` when already computed.
         `weights`, if a list, receives the attention weights (B, H, L, S) -- the slow, explicit path
         used only to draw attention heatmaps.
@@ -96,11 +96,12 @@ class MultiHeadAttention(nn.Module):
             if past is None:
                 k, v = self.kv_proj(memory).chunk(2, dim=-1)  # 2 x (B, S, D)
                 past = (self._split_heads(k), self._split_heads(v))  # 2 x (B, H, S, Dh)
+            assert isinstance(past, tuple)
             k, v = past
         else:
             q, k, v = (self._split_heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))  # 3 x (B, H, L, Dh)
-            if past is not None:
-                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, past+L, Dh)
+            if isinstance(past, SelfAttentionCache):
+                k, v = past.append(k, v)  # (B, H, past+L, Dh)
         dropout = self.attention_dropout if self.training else 0.0
         if weights is not None:  # the same as below, written out to keep the weights
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # (B, H, L, S)
@@ -175,7 +176,7 @@ class DecoderLayer(nn.Module):
         self.res1, self.res2, self.res3 = (Residual(cfg.d_model, cfg.dropout, cfg.norm_first) for _ in range(3))
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, tgt_mask: torch.Tensor | None,
-                past_self: KV | None = None, past_cross: KV | None = None,
+                past_self: SelfAttentionCache | None = None, past_cross: KV | None = None,
                 cross_weights: list | None = None) -> tuple[torch.Tensor, KV, KV]:
         h, kv_self = self.self_attn(self.res1.pre(x), mask=tgt_mask, past=past_self)
         x = self.res1(x, h)
@@ -185,15 +186,73 @@ class DecoderLayer(nn.Module):
         return self.res3(x, self.ffn(self.res3.pre(x))), kv_self, kv_cross
 
 
+class SelfAttentionCache:
+    """One decoder layer's self-attention keys and values of the positions decoded so far.
+
+    With a `capacity` (positions), they are written in place into preallocated (B, H, capacity, Dh)
+    buffers, and following the beams gathers the filled part into a second pair of buffers: no
+    `torch.cat` and no allocation per step. Without one they grow by concatenation each step (the
+    simple form; both give the same outputs, tested). A step beyond the capacity doubles it."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity, self.length, self.rows = capacity, 0, 0
+        self.k: torch.Tensor | None = None  # (rows or more, H, capacity or length, Dh)
+        self.v: torch.Tensor | None = None
+        self._spare: KV | None = None  # the buffers `reorder` gathers into
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> KV:
+        """k, v (B, H, t, Dh) of the new positions -> those of every position so far (B, H, length + t, Dh)."""
+        b, t = k.size(0), k.size(2)
+        if self.capacity is None:
+            self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+            self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        else:
+            if self.k is None or self.length + t > self.k.size(2) or b > self.k.size(0):
+                self._grow(k, max(self.capacity, 2 * self.length, self.length + t))
+            assert self.k is not None and self.v is not None
+            self.k[:b, :, self.length:self.length + t] = k
+            self.v[:b, :, self.length:self.length + t] = v
+        self.length, self.rows = self.length + t, b
+        return self.k[:b, :, :self.length], self.v[:b, :, :self.length]
+
+    def _grow(self, like: torch.Tensor, capacity: int) -> None:
+        b, h, _, dh = like.shape
+        k, v = like.new_empty(b, h, capacity, dh), like.new_empty(b, h, capacity, dh)
+        if self.k is not None and self.v is not None:
+            k[:, :, :self.length], v[:, :, :self.length] = self.k[:b, :, :self.length], self.v[:b, :, :self.length]
+        self.k, self.v, self._spare, self.capacity = k, v, None, capacity
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows `index` (B',) of the batch."""
+        if self.k is None or self.v is None:
+            return
+        if self.capacity is None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+            self.rows = len(index)
+            return
+        n, filled = len(index), slice(0, self.length)
+        if self._spare is None or self._spare[0].size(0) < n:
+            shape = (max(n, self.k.size(0)), *self.k.shape[1:])
+            self._spare = (self.k.new_empty(shape), self.v.new_empty(shape))
+        k, v = self._spare
+        for old, new in ((self.k, k), (self.v, v)):
+            if old.requires_grad:  # out= cannot record a gradient
+                new[:n, :, filled] = old[:self.rows, :, filled].index_select(0, index)
+            else:  # decoding: gathered straight into the spare buffer
+                torch.index_select(old[:self.rows, :, filled], 0, index, out=new[:n, :, filled])
+        self._spare, (self.k, self.v), self.rows = (self.k, self.v), (k, v), n
+
+
 class DecoderCache:
     """Incremental decoding state: per decoder layer, the self-attention keys/values of all steps
-    so far (grown each step) and the cross-attention keys/values of the memory (computed once).
+    so far (a SelfAttentionCache, preallocated for `capacity` positions if given) and the
+    cross-attention keys/values of the memory (computed once).
 
     Beam search only ever calls `reorder(index)` to follow the surviving beams.
     """
 
-    def __init__(self, n_layers: int, *, record_attention: bool = False) -> None:
-        self.self_kv: list[KV | None] = [None] * n_layers
+    def __init__(self, n_layers: int, *, record_attention: bool = False, capacity: int | None = None) -> None:
+        self.self_kv = [SelfAttentionCache(capacity) for _ in range(n_layers)]
         self.cross_kv: list[KV | None] = [None] * n_layers
         self.length = 0  # target positions already decoded
         # With record_attention, the last layer's cross-attention (mean over heads) of every
@@ -206,7 +265,8 @@ class DecoderCache:
         same_sources: every row keeps the sentence it had (beams moved among the beams of one
         sentence), so the cross-attention keys/values, equal for all beams of a sentence, stay."""
         pick = lambda kv: None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))  # noqa: E731
-        self.self_kv = [pick(kv) for kv in self.self_kv]
+        for layer in self.self_kv:
+            layer.reorder(index)
         if not same_sources:
             self.cross_kv = [pick(kv) for kv in self.cross_kv]
         if self.attention is not None:
@@ -246,12 +306,20 @@ class Decoder(nn.Module):
             past_self = cache.self_kv[i] if cache else None
             past_cross = cache.cross_kv[i] if cache else None
             record: list[torch.Tensor] | None = [] if cache and cache.record_attention and i == len(self.layers) - 1 else None
-            x, kv_self, kv_cross = layer(x, memory, src_mask, tgt_mask, past_self, past_cross, record)
+            x, _, kv_cross = layer(x, memory, src_mask, tgt_mask, past_self, past_cross, record)
             if cache:
-                cache.self_kv[i], cache.cross_kv[i] = kv_self, kv_cross
+                cache.cross_kv[i] = kv_cross
             if record and cache is not None:
                 cache.add_attention(record[0])
         return self.final_norm(x)  # (B, T, D)
+
+
+def output_layer(generator: nn.Linear, x: torch.Tensor, vocab: torch.Tensor | None) -> torch.Tensor:
+    """x (..., D) -> logits (..., V) of the whole vocabulary, or (..., U) of the ids `vocab` (U,)."""
+    if vocab is None:
+        return generator(x)
+    bias = None if generator.bias is None else generator.bias.index_select(0, vocab)
+    return F.linear(x, generator.weight.index_select(0, vocab), bias)
 
 
 class Transformer(nn.Module):
@@ -279,9 +347,11 @@ class Transformer(nn.Module):
         return self.encoder(self.src_embed(src), src_mask)
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: DecoderCache | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+               cache: DecoderCache | None = None, keep: torch.Tensor | None = None,
+               vocab: torch.Tensor | None = None) -> torch.Tensor:
         """tgt_in (B, T) -> logits (B, T, V), or with `keep` (B, T) bool only those positions' (N, V)
-        (training skips the output layer on padding).
+        (training skips the output layer on padding); with `vocab` (U,) target ids only their
+        logits, (B, T, U) in that order (a vocabulary shortlist, nmt/shortlist.py).
 
         Without a cache, tgt_in is the whole prefix (BOS + y) and gets the causal + padding mask.
         With a cache, tgt_in holds only the new positions (usually one); they attend to every
@@ -298,10 +368,10 @@ class Transformer(nn.Module):
             tgt_mask = None if t == 1 else make_causal_mask(offset + t, tgt_in.device)[:, :, offset:]
             cache.length += t
         x = self.decoder(self.tgt_embed(tgt_in, offset), memory, src_mask, tgt_mask, cache)
-        return self.generator(x if keep is None else x[keep])  # (B, T, V) or (N, V)
+        return output_layer(self.generator, x if keep is None else x[keep], vocab)  # (B, T, V) or (N, V)
 
-    def make_cache(self, *, record_attention: bool = False) -> DecoderCache:
-        return DecoderCache(len(self.decoder.layers), record_attention=record_attention)
+    def make_cache(self, *, record_attention: bool = False, capacity: int | None = None) -> DecoderCache:
+        return DecoderCache(len(self.decoder.layers), record_attention=record_attention, capacity=capacity)
 
     @property
     def max_output_len(self) -> int:
