@@ -39,6 +39,7 @@ class Engine(Protocol):
     name: str  # "torch" | "ctranslate2"
     cfg: ExperimentConfig
     tokenizer: Tokenizer
+    has_shortlist: bool  # a vocabulary shortlist came with the model: `shortlist` decoding is possible
 
     def decode(self, rows: list[list[int]], options: DecodingOptions) -> list[list[Hypothesis]]:
         """rows: source ids + EOS (none empty) -> per row its n-best, best first, in row order."""

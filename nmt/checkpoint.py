@@ -21,6 +21,7 @@ from torch import nn
 from nmt.config import ConfigError, ExperimentConfig, from_dict
 from nmt.errors import CheckpointError
 from nmt.models import build_model
+from nmt.shortlist import Shortlist
 from nmt.tokenizer import Tokenizer
 
 
@@ -81,6 +82,7 @@ class LoadedModel:
     cfg: ExperimentConfig
     tokenizer: Tokenizer
     model: nn.Module
+    shortlist: Shortlist | None = None  # the vocabulary shortlist stored with it (nmt-shortlist), if any
 
 
 @dataclass
@@ -122,7 +124,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     stored = read_stored_model(path)
     model = build_model(stored.cfg.model, stored.tokenizer)
     load_weights(model, stored.state, path)
-    return LoadedModel(cfg=stored.cfg, tokenizer=stored.tokenizer, model=model.to(device).eval())
+    shortlist = stored.meta.get("shortlist")
+    try:
+        shortlist = None if shortlist is None else Shortlist.from_state_dict(shortlist)
+    except (KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{path}: damaged vocabulary shortlist entry; build it again with nmt-shortlist") from None
+    return LoadedModel(cfg=stored.cfg, tokenizer=stored.tokenizer, model=model.to(device).eval(), shortlist=shortlist)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from nmt.config import ConfigError, ExperimentConfig, from_dict
 from nmt.decoding.options import DecodingOptions
 from nmt.decoding.penalties import final_score
 from nmt.decoding.results import NAN, Hypothesis
-from nmt.errors import CheckpointError, ExportError
+from nmt.errors import CheckpointError, ExportError, TranslationError
 from nmt.tokenizer import EOS_ID, Tokenizer
 
 EXPORT_FORMAT = 1  # nmt.json's format; bumped on incompatible changes
@@ -65,6 +65,7 @@ class CTranslate2Engine:
         self.max_tokens, self.max_sentences = max_tokens or 1024, max_sentences
         ctranslate2 = import_ctranslate2()
         directory = Path(directory)
+        self.has_shortlist = (directory / "vmap.txt").is_file()  # nmt-export writes the checkpoint's shortlist there
         self.cfg = read_export_config(directory)
         try:
             self.tokenizer = Tokenizer.load(directory)
@@ -84,6 +85,9 @@ class CTranslate2Engine:
         """rows: source ids + EOS -> per row its n-best, best first, in row order. All rows go to
         CTranslate2 in one call, which sorts them, cuts batches of at most max_tokens / beam source
         tokens (or max_sentences sentences) and runs them in parallel."""
+        if options.shortlist and not self.has_shortlist:
+            raise TranslationError("this export has no vocabulary shortlist (vmap.txt): build one with nmt-shortlist "
+                                   "CKPT and export again, or decode without --shortlist")
         batching = (dict(max_batch_size=self.max_sentences, batch_type="examples") if self.max_sentences
                     else dict(max_batch_size=max(self.max_tokens // options.width, 1), batch_type="tokens"))
         limits = [int(len(row) * options.max_len_a + options.max_len_b) for row in rows]  # as max_output_lengths
@@ -103,7 +107,8 @@ class CTranslate2Engine:
                       num_hypotheses=options.beam_size if gnmt else options.n_best,
                       max_decoding_length=limit + 1, min_decoding_length=options.min_len,
                       length_penalty=0.0 if options.length_penalty != "length" else options.alpha,
-                      no_repeat_ngram_size=options.no_repeat_ngram_size, return_attention=options.attention)
+                      no_repeat_ngram_size=options.no_repeat_ngram_size, return_attention=options.attention,
+                      use_vmap=options.shortlist)
         if options.sampling:
             import ctranslate2
 

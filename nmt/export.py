@@ -104,6 +104,11 @@ def export_ctranslate2(loaded: LoadedModel, out_dir: str | Path, *, quantization
     try:
         out.mkdir(parents=True, exist_ok=True)
         spec.save(str(out))
+        if loaded.shortlist is not None:  # CTranslate2's vocabulary map: translate_batch(use_vmap=True)
+            loaded.shortlist.write_vmap(out / "vmap.txt", tok.src_pieces(list(range(tok.src_vocab_size))),
+                                        tok.tgt_pieces(list(range(tok.tgt_vocab_size))))
+        else:
+            (out / "vmap.txt").unlink(missing_ok=True)
         tok.save(out)
         meta = {"format": EXPORT_FORMAT, "quantization": quantization, "config": loaded.cfg.to_dict()}
         (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -74,15 +74,18 @@ class _RequestBase(BaseModel):
 
 
 def request_model(src_lang: str, tgt_lang: str, max_beam_size: int,
-                  defaults: DecodingOptions = DecodingOptions()) -> type[_RequestBase]:
+                  defaults: DecodingOptions = DecodingOptions(), has_shortlist: bool = False) -> type[_RequestBase]:
     """The body of POST /translate for one server, derived from DecodingOptions: every decoding
     option with the model's default and its bounds, so clients (and schema-driven fuzzers) see
-    them; the languages and the beam limit of this server are part of it too. Unknown fields are
-    refused, so a misspelt option is an error rather than silently ignored."""
+    them; the languages and the beam limit of this server are part of it too, and `shortlist` is
+    only `false` for a model without one. Unknown fields are refused, so a misspelt option is an
+    error rather than silently ignored."""
     fields: dict[str, Any] = {}
     for name, f in FIELDS.items():
         m = f.metadata
         annotation = Literal[m["choices"]] if m["choices"] else type(f.default)
+        if name == "shortlist" and not has_shortlist:
+            annotation = Literal[False]
         le = max_beam_size if name == "beam_size" else m["le"]
         fields[name] = (annotation, Field(getattr(defaults, name), ge=m["ge"], gt=m["gt"], le=le, description=m["help"]))
     fields["src_lang"] = (Literal[src_lang] | None, Field(None, description="if given, must be the model's source language"))
@@ -280,7 +283,7 @@ def create_app(translator, options: ServeOptions = ServeOptions(), *, name: str 
                 "batches": batcher.batches, "lines": batcher.lines}
 
     TranslateRequest = request_model(translator.src_lang, translator.tgt_lang, options.max_beam_size,
-                                     translator.defaults)
+                                     translator.defaults, translator.engine.has_shortlist)
 
     @app.post("/translate", response_model=TranslateResponse,
               responses={413: {"description": "too many lines or characters"},

@@ -37,12 +37,16 @@ class TorchEngine:
         """A batch holds at most `max_tokens` source tokens divided by the beam size (the beam
         multiplies the decoder's batch; default 4,096) and at most `max_sentences` sentences (0: no limit)."""
         self.model = cast("Seq2Seq[Any]", loaded.model)  # a Transformer or an RNNSeq2Seq
-        self.cfg, self.tokenizer = loaded.cfg, loaded.tokenizer
+        self.cfg, self.tokenizer, self.shortlist = loaded.cfg, loaded.tokenizer, loaded.shortlist
+        self.has_shortlist = loaded.shortlist is not None
         self.device = torch.device(device)
         self.max_tokens, self.max_sentences = max_tokens or 4096, max_sentences
 
     def decode(self, rows: list[list[int]], options: DecodingOptions) -> list[list[Hypothesis]]:
         """rows: source ids + EOS, any number -> per row its n-best, best first, in row order."""
+        if options.shortlist and self.shortlist is None:
+            raise TranslationError("this checkpoint has no vocabulary shortlist: build one with nmt-shortlist CKPT, "
+                                   "or decode without --shortlist")
         lens = [len(row) for row in rows]
         tokens = [n - 1 for n in lens]  # batches are sized without the EOS (make_batches adds one)
         budget = max(self.max_tokens // options.width, max(tokens, default=1))
@@ -65,15 +69,17 @@ class TorchEngine:
     def _decode_batch(self, src: torch.Tensor, options: DecodingOptions,
                       generator: torch.Generator | None) -> list[list[Hypothesis]]:
         """src (b, S) -> per sentence its n-best."""
+        vocab = self.shortlist.candidates(src) if options.shortlist and self.shortlist is not None else None
         if options.sampling:
             ids = sample_decode(self.model, src, temperature=options.temperature, top_k=options.top_k,
-                                top_p=options.top_p, generator=generator,
-                                max_len_a=options.max_len_a, max_len_b=options.max_len_b, min_len=options.min_len)
+                                top_p=options.top_p, generator=generator, max_len_a=options.max_len_a,
+                                max_len_b=options.max_len_b, min_len=options.min_len, vocab=vocab)
             return [[Hypothesis(x, NAN)] for x in ids]
         if options.greedy:
             return [[Hypothesis(x, NAN)] for x in greedy_decode(self.model, src, max_len_a=options.max_len_a,
-                                                                      max_len_b=options.max_len_b, min_len=options.min_len)]
-        return beam_search(self.model, src, options)
+                                                                      max_len_b=options.max_len_b, min_len=options.min_len,
+                                                                      vocab=vocab)]
+        return beam_search(self.model, src, options, vocab)
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -52,6 +52,8 @@ class DecodingOptions:
     top_k: int = _opt(0, "sampling: only among the k most likely tokens (0: all)", ge=0, le=1_000_000)
     top_p: float = _opt(1.0, "sampling: only the smallest set of tokens with this probability (nucleus)", gt=0.0, le=1.0)
     seed: int = _opt(0, "sampling seed (each batch draws from a generator seeded from it)", ge=0, le=2**31 - 1)
+    shortlist: bool = _opt(False, "decode each batch over the model's vocabulary shortlist (nmt-shortlist), not the "
+                                  "whole target vocabulary: faster; outputs can differ slightly")
     attention: bool = _opt(False, "return the best hypothesis' cross-attention (torch engine)", flag=False)
     document: bool = _opt(False, "each input is a document: split it into sentences, translate them and join the "
                                  "translations in its layout (line breaks and blank lines kept)")
