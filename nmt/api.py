@@ -66,18 +66,23 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", engine: str = "torch", int8: bool = False,
-                        max_tokens: int | None = None, max_sentences: int = 0) -> Translator:
+                        max_tokens: int | None = None, max_sentences: int = 0, workers: int | None = None) -> Translator:
         """engine="torch": a checkpoint written by nmt-train; engine="ctranslate2": a directory
         written by `nmt-export --format ctranslate2` (needs the ctranslate2 extra).
         int8: 8-bit weights -- dynamic quantisation of the linear layers (torch, CPU only) or
         CTranslate2's int8 compute type. A batch holds at most `max_tokens` source tokens divided
         by the beam size (default 4,096 for torch, 1,024 for ctranslate2, whose small batches run
-        fastest and leanest on CPUs) and `max_sentences` sentences (0: no limit)."""
+        fastest and leanest on CPUs) and `max_sentences` sentences (0: no limit).
+        workers (CPU): batches decoded in parallel by that many workers of one thread each -- torch:
+        forked processes, ctranslate2: its inter_threads. Default: torch 1 (one batch at a time on
+        torch's threads), ctranslate2 the cores up to 4."""
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1 (or None: the engine's default), got {workers}")
         if engine == "ctranslate2":
             from nmt.ct2 import CTranslate2Engine
 
             return cls(CTranslate2Engine(path, device=str(device), int8=int8, max_tokens=max_tokens,
-                                         max_sentences=max_sentences))
+                                         max_sentences=max_sentences, inter_threads=workers))
         if engine != "torch":
             raise ValueError(f"engine must be 'torch' or 'ctranslate2', got {engine!r}")
         import torch
@@ -90,7 +95,8 @@ class Translator:
         loaded = load_model(path, device=device)
         if int8:
             loaded.model = quantize_int8(loaded.model)
-        return cls(TorchEngine(loaded, device=device, max_tokens=max_tokens, max_sentences=max_sentences))
+        return cls(TorchEngine(loaded, device=device, max_tokens=max_tokens, max_sentences=max_sentences,
+                               workers=1 if workers is None else workers))
 
     @property
     def src_lang(self) -> str:

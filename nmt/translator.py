@@ -33,14 +33,23 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, loaded: LoadedModel, *, device: str | torch.device = "cpu", max_tokens: int | None = None,
-                 max_sentences: int = 0) -> None:
+                 max_sentences: int = 0, workers: int = 1) -> None:
         """A batch holds at most `max_tokens` source tokens divided by the beam size (the beam
-        multiplies the decoder's batch; default 4,096) and at most `max_sentences` sentences (0: no limit)."""
+        multiplies the decoder's batch; default 4,096) and at most `max_sentences` sentences (0: no limit).
+        `workers` > 1 (CPU only): batches are decoded in parallel by that many processes of one
+        thread each (forked on first use, sharing the weights), as CTranslate2's `inter_threads`,
+        instead of one batch at a time on torch's intra-op threads."""
         self.model = cast("Seq2Seq[Any]", loaded.model)  # a Transformer or an RNNSeq2Seq
         self.cfg, self.tokenizer, self.shortlist = loaded.cfg, loaded.tokenizer, loaded.shortlist
         self.has_shortlist = loaded.shortlist is not None
         self.device = torch.device(device)
         self.max_tokens, self.max_sentences = max_tokens or 4096, max_sentences
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if workers > 1 and self.device.type != "cpu":
+            raise ValueError("workers > 1 are CPU processes: on a GPU decode with one")
+        self.workers = workers
+        self._pool: Any = None
 
     def decode(self, rows: list[list[int]], options: DecodingOptions) -> list[list[Hypothesis]]:
         """rows: source ids + EOS, any number -> per row its n-best, best first, in row order."""
@@ -50,21 +59,50 @@ class TorchEngine:
         lens = [len(row) for row in rows]
         tokens = [n - 1 for n in lens]  # batches are sized without the EOS (make_batches adds one)
         budget = max(self.max_tokens // options.width, max(tokens, default=1))
-        out: list[list[Hypothesis]] = [[] for _ in rows]
-        for batch in make_batches(tokens, [0] * len(rows), max_tokens=budget, max_sentences=self.max_sentences):
+        batches = make_batches(tokens, [0] * len(rows), max_tokens=budget, max_sentences=self.max_sentences)
+        jobs = []
+        for batch in batches:
             src = torch.full((len(batch), max(lens[i] for i in batch)), PAD_ID, dtype=torch.long)  # (b, S)
             for r, i in enumerate(batch):
                 src[r, : lens[i]] = torch.tensor(rows[i])
-            generator = None
-            if options.sampling:  # one generator per batch: the same seed gives the same samples
-                generator = torch.Generator(device=self.device).manual_seed(options.seed + batch[0])
-            results = split_on_oom(lambda s: self._decode_batch(s, options, generator), src.to(self.device))
+            jobs.append((src, options, options.seed + batch[0]))  # the seed: the same samples however batches run
+        if self.workers > 1 and len(jobs) > 1:
+            done = self._workers().imap(_decode_in_worker, jobs)  # in order, each batch to the next free worker
+        else:
+            done = (self.decode_batch(*job) for job in jobs)
+        out: list[list[Hypothesis]] = [[] for _ in rows]
+        for batch, results in zip(batches, done):
             for i, nbest in zip(batch, results):
                 for h in nbest:
                     if h.attention is not None:
-                        h.attention = h.attention[:, : lens[i]]  # drop the batch's padding columns
+                        h.attention = torch.as_tensor(h.attention)[:, : lens[i]]  # without the batch's padding columns
                 out[i] = nbest
         return out
+
+    def decode_batch(self, src: torch.Tensor, options: DecodingOptions, seed: int) -> list[list[Hypothesis]]:
+        """src (b, S) on the CPU -> per sentence its n-best; a batch that runs out of memory is split."""
+        generator = None
+        if options.sampling:  # one generator per batch: the same seed gives the same samples
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        return split_on_oom(lambda s: self._decode_batch(s, options, generator), src.to(self.device))
+
+    def _workers(self) -> Any:
+        if self._pool is None:
+            import multiprocessing
+
+            # fork: the workers share the loaded weights copy-on-write and start at once
+            # (DataLoader's workers do the same; each runs torch on one thread)
+            self._pool = multiprocessing.get_context("fork").Pool(self.workers, _start_worker, (self,))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes, if any."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pool": None}  # a pool does not travel between processes
 
     def _decode_batch(self, src: torch.Tensor, options: DecodingOptions,
                       generator: torch.Generator | None) -> list[list[Hypothesis]]:
@@ -80,6 +118,25 @@ class TorchEngine:
                                                                       max_len_b=options.max_len_b, min_len=options.min_len,
                                                                       vocab=vocab)]
         return beam_search(self.model, src, options, vocab)
+
+
+_WORKER: TorchEngine | None = None  # in a decoding worker process: the engine it was forked with
+
+
+def _start_worker(engine: TorchEngine) -> None:
+    global _WORKER
+    torch.set_num_threads(1)
+    engine.workers, _WORKER = 1, engine
+
+
+def _decode_in_worker(job: tuple[torch.Tensor, DecodingOptions, int]) -> list[list[Hypothesis]]:
+    assert _WORKER is not None
+    results = _WORKER.decode_batch(*job)
+    for nbest in results:  # as numpy: tensors would travel as shared-memory handles, one file descriptor each
+        for h in nbest:
+            if h.attention is not None:
+                h.attention = h.attention.numpy()
+    return results
 
 
 def is_out_of_memory(err: BaseException) -> bool:

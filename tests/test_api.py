@@ -42,6 +42,28 @@ def test_greedy_scores_are_nan_and_attention_has_the_documented_shape(translator
     torch.testing.assert_close(r.attention.sum(-1), torch.ones(r.attention.size(0)))
 
 
+def test_worker_processes_give_the_outputs_of_one_process(toy_ckpt):
+    """--workers 2 decodes batches in 2 forked processes: same n-best, scores, attention and samples
+    as one process, in input order (batches of 2 sentences, so both workers get several)."""
+    texts = ["a b c", "d e f g h", "j", "k l", "a a b", "m n o p", "c"]
+    one = Translator.from_checkpoint(toy_ckpt, max_sentences=2)
+    two = Translator.from_checkpoint(toy_ckpt, max_sentences=2, workers=2)
+    try:
+        for options in (dict(beam_size=3, n_best=2, attention=True), dict(sampling=True, seed=5)):
+            expected, got = one.translate(texts, **options), two.translate(texts, **options)
+            assert two.engine._pool is not None  # the batches did go to the workers
+            assert [r.source for r in got] == texts
+            for a, b in zip(expected, got):
+                assert [h.tokens for h in b.hypotheses] == [h.tokens for h in a.hypotheses]
+                assert [h.score for h in b.hypotheses] == pytest.approx([h.score for h in a.hypotheses], nan_ok=True)
+                if a.attention is not None:
+                    torch.testing.assert_close(b.attention, a.attention)
+    finally:
+        two.engine.close()
+    with pytest.raises(ValueError, match="workers"):
+        Translator.from_checkpoint(toy_ckpt, workers=0)
+
+
 def test_bad_options_raise_value_error(translator):
     with pytest.raises(ValueError, match="beam_size must be >= 1, got 0"):
         translator.translate("a", beam_size=0)

@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=None,
                    help="source tokens per batch, divided by the beam size (default 4096 for torch, 1024 for ctranslate2)")
     p.add_argument("--max-sentences", type=int, default=0, help="sentences per batch (0: no limit)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="CPU: batches decoded in parallel by N workers of one thread each (torch: processes, "
+                        "ctranslate2: inter_threads; default torch 1, ctranslate2 the cores up to 4)")
     p.add_argument("--output-format", choices=["text", "jsonl"], default="text",
                    help="jsonl: source, hypotheses with scores, and timing per line")
     p.add_argument("--attention", metavar="DIR", default=None,
@@ -99,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if (args.max_tokens is not None and args.max_tokens < 1) or args.max_sentences < 0:
             raise UsageError("--max-tokens must be positive and --max-sentences must not be negative")
+        if args.workers is not None and args.workers < 1:
+            raise UsageError(f"--workers must be at least 1 (got {args.workers})")
+        if args.workers and args.workers > 1 and args.engine == "torch" and args.device != "cpu":
+            raise UsageError("--workers > 1 with the torch engine runs on the CPU only")
         if args.attention:
             try:
                 import matplotlib  # noqa: F401
@@ -109,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.int8 and args.engine == "torch" and args.device != "cpu":
             raise UsageError("--int8 with the torch engine runs on the CPU only (use --engine ctranslate2 on GPUs)")
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine, int8=args.int8,
-                                                max_tokens=args.max_tokens, max_sentences=args.max_sentences)
+                                                max_tokens=args.max_tokens, max_sentences=args.max_sentences,
+                                                workers=args.workers)
         if (args.src, args.tgt) != (translator.src_lang, translator.tgt_lang):
             raise CheckpointError(f"{args.checkpoint} translates {translator.src_lang}->{translator.tgt_lang}, "
                                   f"not {args.src}->{args.tgt}")
