@@ -262,18 +262,36 @@ class _Prefix:
         self.tokens = self.tokens.index_select(0, index)
 
 
+class GrowingCache:
+    """A model wrapper whose decoder cache grows by one torch.cat per step (no capacity): the
+    reference for the preallocated cache (issue 20)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.max_output_len = model, model.max_output_len
+
+    def __getattr__(self, name):  # encode, decode: the model's own
+        return getattr(self.model, name)
+
+    def make_cache(self, record_attention: bool = False, capacity: int | None = None):
+        return self.model.make_cache(record_attention=record_attention, capacity=None)
+
+
 def decode(spec: dict) -> dict:
-    """Translate `src_file` (beam 5, batches of 32 sentences) after a warm-up; time it."""
+    """Translate `src_file` (beam 5, batches of 32 sentences) after a warm-up; time it.
+    Optional: `options` (more DecodingOptions, e.g. shortlist), `uncached` / `growing_cache`
+    (reference caches), `workers` (batches in parallel, one thread each)."""
     from nmt.api import Translator
 
     engine = spec["engine"]
     translator = Translator.from_checkpoint(spec["model"], engine=engine, int8=spec.get("int8", False),
-                                            max_sentences=BATCH, max_tokens=10**9)
+                                            max_sentences=BATCH, max_tokens=10**9, workers=spec.get("workers"))
     if spec.get("uncached"):
         translator.engine.model = PrefixRefeed(translator.engine.model)
+    if spec.get("growing_cache"):
+        translator.engine.model = GrowingCache(translator.engine.model)
     lines = Path(spec["src_file"]).read_text(encoding="utf-8").splitlines()
-    search = dict(beam_size=BEAM, length_penalty="length", alpha=1.0)
-    translator.translate(lines[:BATCH], **search)  # warm-up: allocator, thread pools, lazy inits
+    search = dict(beam_size=BEAM, length_penalty="length", alpha=1.0, **spec.get("options", {}))
+    translator.translate(lines[: BATCH * (spec.get("workers") or 1)], **search)  # warm-up: allocator, pools, lazy inits
     if spec.get("buckets"):  # seconds per sentence against source length
         return {"buckets": bucket_costs(translator, lines, search, spec.get("max_len", 100))}
     start = time.perf_counter()
