@@ -90,7 +90,8 @@ class CTranslate2Engine:
                                    "CKPT and export again, or decode without --shortlist")
         batching = (dict(max_batch_size=self.max_sentences, batch_type="examples") if self.max_sentences
                     else dict(max_batch_size=max(self.max_tokens // options.width, 1), batch_type="tokens"))
-        limits = [int(len(row) * options.max_len_a + options.max_len_b) for row in rows]  # as max_output_lengths
+        cap = self.cfg.model.max_positions - 1  # BOS and all but the final EOS need a position, as Transformer.max_output_len
+        limits = [min(int(len(row) * options.max_len_a + options.max_len_b), cap) for row in rows]  # as max_output_lengths
         results = self._translate(rows, max(limits, default=1), options, batching)
         for j, (row, limit) in enumerate(zip(rows, limits)):
             if len(results[j][0].tokens) > limit:  # generated beyond this sentence's own limit

@@ -7,6 +7,7 @@ is split in two and retried. Dimensions: b sentences of a batch, S source length
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -93,16 +94,18 @@ class TorchEngine:
             # fork: the workers share the loaded weights copy-on-write and start at once
             # (DataLoader's workers do the same; each runs torch on one thread)
             self._pool = multiprocessing.get_context("fork").Pool(self.workers, _start_worker, (self,))
+            # stopped when the engine goes, or at exit while the pool's pipes are still open
+            self._stop = weakref.finalize(self, self._pool.terminate)
         return self._pool
 
     def close(self) -> None:
         """Stop the worker processes, if any."""
         if self._pool is not None:
-            self._pool.terminate()
+            self._stop()  # terminates the pool, once
             self._pool = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_pool": None}  # a pool does not travel between processes
+        return {**self.__dict__, "_pool": None, "_stop": None}  # a pool does not travel between processes
 
     def _decode_batch(self, src: torch.Tensor, options: DecodingOptions,
                       generator: torch.Generator | None) -> list[list[Hypothesis]]:

@@ -156,6 +156,18 @@ def test_ctranslate2_engine_through_the_api(toy_ckpt, tmp_path):
         torch.testing.assert_close(att.sum(-1), torch.ones(att.size(0)), atol=1e-4, rtol=0)
 
 
+def test_both_engines_stop_outputs_at_the_positional_table(toy_ckpt, tmp_path):
+    """a * src_len + b beyond the model's positions (64 in the toy): both engines stop at 63 tokens
+    (BOS and all but the final EOS take a position) instead of CTranslate2 failing on position 64."""
+    export_ctranslate2(load_model(toy_ckpt), tmp_path / "ct2")
+    cap = load_model(toy_ckpt).cfg.model.max_positions - 1
+    options = dict(beam_size=2, max_len_b=500, min_len=cap)  # no EOS before the cap: every output reaches it
+    for translator in (Translator.from_checkpoint(toy_ckpt),
+                       Translator.from_checkpoint(tmp_path / "ct2", engine="ctranslate2")):
+        results = translator.translate(["a b c d e f g h", "j"], **options)
+        assert [len(r.target_ids) for r in results] == [cap, cap]
+
+
 def test_int8_logprobs_stay_close_to_float32(toy_ckpt):
     loaded = load_model(toy_ckpt)
     quantized = quantize_int8(load_model(toy_ckpt).model)
