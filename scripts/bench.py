@@ -492,24 +492,36 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(r: dict, out: Path) -> None:
+def plot_cost_by_length(cost_by_length: dict, path: Path) -> None:
+    """ms per sentence against the middle of each source-length bucket ("lo-hi"), one line per engine,
+    on linear axes: a straight line is the linear cost that issue 20 asks for."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, costs in r["cost_by_length"].items():
-        ax.plot(range(len(costs)), [1000 * v for v in costs.values()], marker="o", label=name)
-        ax.set_xticks(range(len(costs)), list(costs), rotation=45)
-    ax.set_xlabel("source length (subword tokens)")
-    ax.set_ylabel("ms per sentence (beam 5, batch <= 32)")
-    ax.set_yscale("log")
+    for name, costs in cost_by_length.items():
+        mids = [sum(map(int, k.split("-"))) / 2 for k in costs]
+        ax.plot(mids, [1000 * v for v in costs.values()], marker="o", label=name)
+    ax.set_xlabel("source length (subword tokens, bucket middle)")
+    ax.set_ylabel(f"ms per sentence (beam {BEAM}, batch <= {BATCH})")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
     ax.legend()
-    ax.set_title("Decoding cost against source length")
+    ax.set_title("Decoding cost against source length (linear axes)")
     fig.tight_layout()
-    fig.savefig(out / "cost_by_length.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot(r: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot_cost_by_length(r["cost_by_length"], out / "cost_by_length.png")
     fig, ax = plt.subplots(figsize=(6, 4))
     sizes = list(r["batch_size_curve"])
     ax.plot([int(s) for s in sizes], [v["tokens_per_s"] for v in r["batch_size_curve"].values()], marker="o")

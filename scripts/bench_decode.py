@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import BATCH, BEAM, ROOT, SHARED, bleu, child, command_rss, say  # scripts/ is on sys.path
+from bench import BATCH, BEAM, ROOT, SHARED, bleu, child, command_rss, plot_cost_by_length, say  # scripts/ is on sys.path
 
 from nmt.provenance import describe_machine
 
@@ -124,7 +124,7 @@ def main() -> int:
     text = json.dumps(report, indent=2, ensure_ascii=False).replace(str(ROOT) + "/", "")
     (out / "results.json").write_text(text + "\n", encoding="utf-8")
     (out / "results.md").write_text(markdown(report), encoding="utf-8")
-    plot(report, out)
+    plot_cost_by_length(report["cost_by_length"], out / "cost_by_length.png")
     say(f"\n{markdown(report)}\nwrote {out / 'results.json'}, {out / 'results.md'} and {out / 'cost_by_length.png'}")
     return 0
 
@@ -147,27 +147,6 @@ def markdown(r: dict) -> str:
     sig = r["decoding"]["tatoeba"]["torch fp32"]["signature"]
     lines += ["", f"BLEU signature: `{sig}`", ""]
     return "\n".join(lines)
-
-
-def plot(r: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, costs in r["cost_by_length"].items():
-        mids = [sum(map(int, k.split("-"))) / 2 for k in costs]
-        ax.plot(mids, [1000 * v for v in costs.values()], marker="o", label=name)
-    ax.set_xlabel("source length (subword tokens, bucket middle)")
-    ax.set_ylabel(f"ms per sentence (beam {BEAM}, batch <= {BATCH})")
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.legend()
-    ax.set_title("Decoding cost against source length (linear axes)")
-    fig.tight_layout()
-    fig.savefig(out / "cost_by_length.png", dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
