@@ -18,7 +18,7 @@ from typing import Any
 import nmt
 
 CODE = ("nmt", "scripts", "configs", "pyproject.toml")  # uncommitted changes here make a commit "+dirty"
-LIBRARIES = ("torch", "lightning", "sentencepiece", "sacrebleu", "datasets")
+LIBRARIES = ("torch", "lightning", "sentencepiece", "sacrebleu", "datasets", "ctranslate2")  # None where not installed
 
 
 @cache
