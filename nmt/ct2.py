@@ -5,8 +5,9 @@ small (see docs/performance.md). Search options map onto CTranslate2's so that i
 returns what ours returns (tests/test_export.py):
 - length penalty |Y|^alpha with |Y| counting EOS, as ours does (`return_end_token`); GNMT's
   penalty, which CTranslate2 does not have, ranks the beam_size finished hypotheses here;
-- per-sentence length limits a * src_len + b: CTranslate2 takes one limit per call, so a sentence
-  whose output runs past its own limit is decoded again on its own.
+- per-sentence length limits a * src_len + b: CTranslate2 takes one limit per call, so rows go in
+  tiers of similar limits, and a sentence whose output runs past its own limit is decoded again
+  at that limit.
 Where a hypothesis reaches the limit, ours forces EOS and scores it; CTranslate2 stops without it.
 """
 
@@ -27,6 +28,7 @@ from nmt.tokenizer import EOS_ID, Tokenizer
 
 EXPORT_FORMAT = 1  # nmt.json's format; bumped on incompatible changes
 META_FILE = "nmt.json"
+LIMIT_TIER = 8  # rows whose length limits share limit // LIMIT_TIER are decoded in one call
 
 
 def import_ctranslate2():
@@ -92,14 +94,31 @@ class CTranslate2Engine:
                     else dict(max_batch_size=max(self.max_tokens // options.width, 1), batch_type="tokens"))
         cap = self.cfg.model.max_positions - 1  # BOS and all but the final EOS need a position, as Transformer.max_output_len
         limits = [min(int(len(row) * options.max_len_a + options.max_len_b), cap) for row in rows]  # as max_output_lengths
-        results = self._translate(rows, max(limits, default=1), options, batching)
-        for j, (row, limit) in enumerate(zip(rows, limits)):
-            if len(results[j][0].tokens) > limit:  # generated beyond this sentence's own limit
-                results[j] = self._translate([row], limit, options, {})[0]
+        # CTranslate2 takes one length limit per call: rows are decoded in tiers of similar limits
+        # (one call each, at the tier's largest), all submitted before any is awaited so that they
+        # run in parallel on the inter_threads; a row that generated beyond its own limit is then
+        # decoded again at that limit. Sampling stays in one call: its seed is set per call.
+        asynchronous = not options.sampling
+        tiers: dict[int, list[int]] = {}
+        for j, limit in enumerate(limits):
+            tiers.setdefault(limit // LIMIT_TIER if asynchronous else 0, []).append(j)
+        results: list[list[Hypothesis]] = [[] for _ in rows]
+        for _ in range(2):
+            pending = [(max(limits[j] for j in js), js) for js in tiers.values()]
+            submitted = [self._submit([rows[j] for j in js], limit, options, batching, asynchronous)
+                         for limit, js in pending]
+            for (limit, js), results_of_tier in zip(pending, submitted):
+                for j, result in zip(js, results_of_tier):
+                    results[j] = self._nbest(result.result() if asynchronous else result, limit, options)
+            tiers = {}  # limit -> rows that generated beyond their own limit
+            for j, limit in enumerate(limits):
+                if len(results[j][0].tokens) > limit:
+                    tiers.setdefault(limit, []).append(j)
         return results
 
-    def _translate(self, rows: list[list[int]], limit: int, options: DecodingOptions,
-                   batching: dict) -> list[list[Hypothesis]]:
+    def _submit(self, rows: list[list[int]], limit: int, options: DecodingOptions, batching: dict,
+                asynchronous: bool = False) -> list:
+        """One translate_batch call: its results, or with `asynchronous` its pending results."""
         # GNMT's penalty is not CTranslate2's: it returns all beam_size finished hypotheses with
         # their summed log-probabilities (no penalty), and they are ranked here. Its beam search
         # ends when beam_size hypotheses have finished, whatever the penalty, as ours does.
@@ -109,7 +128,7 @@ class CTranslate2Engine:
                       max_decoding_length=limit + 1, min_decoding_length=options.min_len,
                       length_penalty=0.0 if options.length_penalty != "length" else options.alpha,
                       no_repeat_ngram_size=options.no_repeat_ngram_size, return_attention=options.attention,
-                      use_vmap=options.shortlist)
+                      use_vmap=options.shortlist, asynchronous=asynchronous)
         if options.sampling:
             import ctranslate2
 
@@ -117,20 +136,22 @@ class CTranslate2Engine:
             kwargs.update(beam_size=1, num_hypotheses=1, sampling_topk=min(options.top_k, self.tokenizer.tgt_vocab_size),
                           sampling_topp=options.top_p, sampling_temperature=options.temperature)
         pieces = [self.tokenizer.src_pieces(row) for row in rows]  # the EOS id becomes "</s>"
-        out = []
-        for result in self.translator.translate_batch(pieces, **kwargs):
-            nbest = []
-            for j, (hyp, score) in enumerate(zip(result.hypotheses, result.scores)):
-                ids = self.tokenizer.tgt_ids(hyp)
-                ids = ids[:-1] if ids and ids[-1] == EOS_ID else ids[:limit]  # cut at the limit, as ours stops there
-                if gnmt:
-                    nbest.append(Hypothesis(ids, final_score(score, len(ids) + 1, penalty="gnmt", alpha=options.alpha),
-                                            logprob=score))
-                else:  # greedy search and sampling have no score, as with the torch engine
-                    nbest.append(Hypothesis(ids, NAN if options.sampling or options.greedy else score))
-                if options.attention:
-                    nbest[-1].attention = np.asarray(result.attention[j], dtype=np.float32)
+        return self.translator.translate_batch(pieces, **kwargs)
+
+    def _nbest(self, result, limit: int, options: DecodingOptions) -> list[Hypothesis]:
+        """One CTranslate2 TranslationResult -> our n-best, best first."""
+        gnmt = options.length_penalty == "gnmt" and not options.sampling and not options.greedy
+        nbest = []
+        for j, (hyp, score) in enumerate(zip(result.hypotheses, result.scores)):
+            ids = self.tokenizer.tgt_ids(hyp)
+            ids = ids[:-1] if ids and ids[-1] == EOS_ID else ids[:limit]  # cut at the limit, as ours stops there
             if gnmt:
-                nbest = sorted(nbest, key=lambda h: -h.score)[: options.n_best]
-            out.append(nbest)
-        return out
+                nbest.append(Hypothesis(ids, final_score(score, len(ids) + 1, penalty="gnmt", alpha=options.alpha),
+                                        logprob=score))
+            else:  # greedy search and sampling have no score, as with the torch engine
+                nbest.append(Hypothesis(ids, NAN if options.sampling or options.greedy else score))
+            if options.attention:
+                nbest[-1].attention = np.asarray(result.attention[j], dtype=np.float32)
+        if gnmt:
+            nbest = sorted(nbest, key=lambda h: -h.score)[: options.n_best]
+        return nbest

@@ -9,6 +9,7 @@ int8 (torch dynamic quantisation) changes the log-probabilities only a little.
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,8 +21,8 @@ from nmt.checkpoint import LoadedModel, load_model
 from nmt.cli import export as export_cli
 from nmt.cli import translate as translate_cli
 from nmt.data import toy_reverse_split
-from nmt.ct2 import CTranslate2Engine
-from nmt.decoding.options import from_flags
+from nmt.ct2 import LIMIT_TIER, CTranslate2Engine
+from nmt.decoding.options import DecodingOptions, from_flags
 from nmt.errors import CheckpointError, ExportError
 from nmt.export import export_ctranslate2
 from nmt.masks import make_pad_mask
@@ -166,6 +167,39 @@ def test_both_engines_stop_outputs_at_the_positional_table(toy_ckpt, tmp_path):
                        Translator.from_checkpoint(tmp_path / "ct2", engine="ctranslate2")):
         results = translator.translate(["a b c d e f g h", "j"], **options)
         assert [len(r.target_ids) for r in results] == [cap, cap]
+
+
+class NeverEndingTranslator:
+    """A scripted ctranslate2.Translator: every hypothesis runs to max_decoding_length without EOS.
+    Records (number of examples, max_decoding_length, asynchronous) per call."""
+
+    def __init__(self, piece: str) -> None:
+        self.piece, self.calls = piece, []
+
+    def translate_batch(self, pieces, *, max_decoding_length, asynchronous=False, **_):
+        self.calls.append((len(pieces), max_decoding_length, asynchronous))
+        results = [SimpleNamespace(hypotheses=[[self.piece] * max_decoding_length], scores=[-1.0]) for _ in pieces]
+        return [SimpleNamespace(result=lambda r=r: r) for r in results] if asynchronous else results
+
+
+def test_ctranslate2_engine_keeps_each_sentences_own_length_limit(toy_ckpt, tmp_path):
+    """CTranslate2 takes one length limit per call. With a translator that never ends, each of 38
+    rows of many limits int(0.5 * (len + 1)), several of the engine's tiers, must stop at its own
+    limit; the calls (one per tier, then one per limit that was overrun) run asynchronously."""
+    export_ctranslate2(load_model(toy_ckpt), tmp_path / "ct2")
+    engine = CTranslate2Engine(tmp_path / "ct2")
+    engine.translator = scripted = NeverEndingTranslator(engine.tokenizer.tgt_pieces([10])[0])
+    rows = [[10] * n + [EOS_ID] for n in range(3, 41)]  # n source pieces + EOS
+    limits = [int(len(row) * 0.5) for row in rows]
+    results = engine.decode(rows, DecodingOptions(beam_size=3, max_len_a=0.5, max_len_b=0))
+    assert [len(nbest[0].tokens) for nbest in results] == limits
+    tiers = {limit // LIMIT_TIER for limit in limits}
+    assert len(tiers) >= 3
+    tier_max = {t: max(limit for limit in limits if limit // LIMIT_TIER == t) for t in tiers}
+    assert sorted(m for _, m, _ in scripted.calls[: len(tiers)]) == sorted(m + 1 for m in tier_max.values())
+    # one call per tier, then one per other limit (a tier's largest was decoded at its own limit)
+    assert len(scripted.calls) == len(set(limits))
+    assert all(asynchronous for _, _, asynchronous in scripted.calls)
 
 
 def test_int8_logprobs_stay_close_to_float32(toy_ckpt):
