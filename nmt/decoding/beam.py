@@ -4,7 +4,8 @@ reorder cache -> stop). The decomposition follows fairseq's `search.BeamSearch.s
 OpenNMT-py's driver/strategy split.
 
 Dimensions: B sentences, A sentences still active, K beam size, V vocabulary, S source length,
-t target positions so far. Rows of the decoder batch are (sentence, beam) pairs: row = a * K + k.
+t target positions so far. Rows of the decoder batch are (sentence, beam) pairs: row = a * K + k,
+except at the first step, when the K beams are still identical and each sentence has one row.
 """
 
 from __future__ import annotations
@@ -85,32 +86,34 @@ def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions,
     id's column is the id itself; None: the whole vocabulary."""
     check_decoding_vocab(vocab)
     k = opts.beam_size
-    # Phase 1: encode once, then give every sentence K rows.
+    # Phase 1: encode once. The K beams of a sentence start identical: the first step decodes one
+    # row per sentence (fan = K decoder rows' worth each), then every sentence gets K rows, so
+    # the first step and the cross-attention keys and values are computed once per sentence.
     src_mask = make_pad_mask(src)  # (B, 1, 1, S)
     memory = model.encode(src, src_mask)  # (B, S, D)
     max_lens = max_output_lengths(model, src_mask, opts.max_len_a, opts.max_len_b)  # (B,)
-    rows = torch.arange(src.size(0), device=src.device).repeat_interleave(k)  # (B*K,)
-    memory, src_mask = memory[rows], src_mask[rows]
     cache = model.make_cache(record_attention=opts.attention, capacity=int(max_lens.max()) + 1)  # BOS + tokens
     active = torch.arange(src.size(0), device=src.device)  # (A,) original sentence ids
-    prefixes = torch.full((src.size(0) * k, 1), BOS_ID, dtype=torch.long, device=src.device)  # (A*K, 1)
+    prefixes = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)  # (B, 1), then (A*K, t)
     scores = torch.full((src.size(0), k), NEG_INF, device=src.device)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first
     finished: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
+    fan = k  # beams per decoder row: K at the first step, then 1
 
     for step in range(int(max_lens.max()) + 1):
         # Phase 2: next-token log-probabilities of every row.
-        logits = model.decode(prefixes[:, -1:], memory, src_mask, cache, vocab=vocab)[:, -1]  # (A*K, V or U)
+        logits = model.decode(prefixes[:, -1:], memory, src_mask, cache, vocab=vocab)[:, -1]  # (A*K/fan, V or U)
         lprobs = F.log_softmax(logits.float(), dim=-1)
         columns = prefixes if vocab is None or not opts.no_repeat_ngram_size else torch.searchsorted(vocab, prefixes)
-        lprobs = constrain(lprobs, columns, max_lens.repeat_interleave(k), step, opts)
+        lprobs = constrain(lprobs, columns, max_lens.repeat_interleave(k // fan), step, opts)
+        lprobs = lprobs.view(len(active), k // fan, -1).expand(-1, k, -1)  # (A, K, V or U)
         # Phase 3: the 2K best extensions per sentence.
-        cand_scores, cand_tokens, cand_beams = beam_step(lprobs.view(len(active), k, -1), scores)
+        cand_scores, cand_tokens, cand_beams = beam_step(lprobs, scores)
         if vocab is not None:
             cand_tokens = vocab[cand_tokens]  # columns -> target ids
         # Phase 4: EOS among the K best retires a hypothesis.
         is_eos = cand_tokens == EOS_ID  # (A, 2K)
-        _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k, opts, getattr(cache, "attention", None))
+        _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k, fan, opts, getattr(cache, "attention", None))
         done = torch.tensor([len(finished[s]) >= k for s in active.tolist()], device=src.device)
         done |= step >= max_lens
         if bool(done.all()):
@@ -121,26 +124,28 @@ def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions,
         # Phase 6: drop finished sentences and follow the surviving beams.
         keep = ~done  # (A,)
         base = (torch.arange(len(active), device=src.device) * k)[keep]  # (A',)
-        rows = (base.unsqueeze(1) + new_beams[keep]).view(-1)  # (A'*K,) rows of the current batch
+        rows = (base.unsqueeze(1) + new_beams[keep]).view(-1) // fan  # (A'*K,) rows of the current batch
         prefixes = torch.cat([prefixes[rows], new_tokens[keep].view(-1, 1)], dim=1)  # (A'*K, t+1)
         scores, active, max_lens = new_scores[keep], active[keep], max_lens[keep]
-        if bool(keep.all()):  # beams only moved within their sentences: the source side is unchanged
+        if fan == 1 and bool(keep.all()):  # beams only moved within their sentences: the source side is unchanged
             cache.reorder(rows, same_sources=True)
         else:
             memory, src_mask = memory[rows], src_mask[rows]
             cache.reorder(rows)
+        fan = 1
     return [sorted(hyps, key=lambda h: -h.score)[: opts.n_best] or [Hypothesis([], NEG_INF, NEG_INF)]
             for hyps in finished]
 
 
-def _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k: int, opts: DecodingOptions,
+def _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k: int, fan: int, opts: DecodingOptions,
             attention: torch.Tensor | None) -> None:
-    """Hypothesis bookkeeping: EOS candidates ranked within the top K (with a finite score) end."""
+    """Hypothesis bookkeeping: EOS candidates ranked within the top K (with a finite score) end.
+    A beam's decoder row is (a * K + beam) // fan."""
     for a, j in (is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])).nonzero().tolist():
         sentence = int(active[a])
         if len(finished[sentence]) >= k:
             continue
-        row = a * k + int(cand_beams[a, j])
+        row = (a * k + int(cand_beams[a, j])) // fan
         tokens = prefixes[row, 1:].tolist()
         logprob = float(cand_scores[a, j])
         score = final_score(logprob, len(tokens) + 1, penalty=opts.length_penalty, alpha=opts.alpha)
