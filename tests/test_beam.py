@@ -125,6 +125,16 @@ def test_sentences_of_a_batch_do_not_interfere_and_finish_at_different_steps():
     assert [h[0].tokens for h in hyps] == [[B], [C, C]]
 
 
+def test_an_output_that_ends_at_the_first_step_in_a_batch_keeps_its_own_sentence():
+    """The first step decodes one row per sentence, then K: an EOS there must retire the right
+    sentence's (empty) hypothesis with its own log-probability, here the third sentence's log 0.9."""
+    tables = [{(): dist(A=1.0)}, {(): dist(B=1.0)}, {(): dist(EOS=0.9, C=0.1)}]
+    hyps = beam_search(ScriptedModel(tables, dist(EOS=1.0)), src_for(3), DecodingOptions(beam_size=3, n_best=2, min_len=0,
+                                                                                          length_penalty="none"))
+    assert [h[0].tokens for h in hyps] == [[A], [B], []]
+    assert hyps[2][0].logprob == pytest.approx(math.log(0.9)) and hyps[2][1].tokens == [C]
+
+
 def test_beam_size_one_equals_greedy_on_a_real_model():
     model = small_model()
     src = torch.randint(4, 50, (4, 6))
