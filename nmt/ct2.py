@@ -103,18 +103,23 @@ class CTranslate2Engine:
         for j, limit in enumerate(limits):
             tiers.setdefault(limit // LIMIT_TIER if asynchronous else 0, []).append(j)
         results: list[list[Hypothesis]] = [[] for _ in rows]
-        for _ in range(2):
-            pending = [(max(limits[j] for j in js), js) for js in tiers.values()]
-            submitted = [self._submit([rows[j] for j in js], limit, options, batching, asynchronous)
-                         for limit, js in pending]
-            for (limit, js), results_of_tier in zip(pending, submitted):
-                for j, result in zip(js, results_of_tier):
-                    results[j] = self._nbest(result.result() if asynchronous else result, limit, options)
-            tiers = {}  # limit -> rows that generated beyond their own limit
-            for j, limit in enumerate(limits):
-                if len(results[j][0].tokens) > limit:
-                    tiers.setdefault(limit, []).append(j)
+        self._decode_tiers(rows, limits, list(tiers.values()), options, batching, asynchronous, results)
+        overrun: dict[int, list[int]] = {}  # limit -> rows that generated beyond their own limit
+        for j, limit in enumerate(limits):
+            if len(results[j][0].tokens) > limit:
+                overrun.setdefault(limit, []).append(j)
+        self._decode_tiers(rows, limits, list(overrun.values()), options, batching, asynchronous, results)
         return results
+
+    def _decode_tiers(self, rows: list[list[int]], limits: list[int], tiers: list[list[int]], options: DecodingOptions,
+                      batching: dict, asynchronous: bool, results: list[list[Hypothesis]]) -> None:
+        """Decodes each tier (row indices) in one call at its largest limit, all submitted before
+        any is awaited; writes each row's n-best into results."""
+        pending = [(max(limits[j] for j in js), js) for js in tiers]
+        submitted = [self._submit([rows[j] for j in js], limit, options, batching, asynchronous) for limit, js in pending]
+        for (limit, js), results_of_tier in zip(pending, submitted):
+            for j, result in zip(js, results_of_tier):
+                results[j] = self._nbest(result.result() if asynchronous else result, limit, options)
 
     def _submit(self, rows: list[list[int]], limit: int, options: DecodingOptions, batching: dict,
                 asynchronous: bool = False) -> list:
@@ -122,7 +127,7 @@ class CTranslate2Engine:
         # GNMT's penalty is not CTranslate2's: it returns all beam_size finished hypotheses with
         # their summed log-probabilities (no penalty), and they are ranked here. Its beam search
         # ends when beam_size hypotheses have finished, whatever the penalty, as ours does.
-        gnmt = options.length_penalty == "gnmt" and not options.sampling and not options.greedy
+        gnmt = _ranked_here(options)
         kwargs = dict(**batching, beam_size=options.beam_size, return_scores=True, return_end_token=True,
                       num_hypotheses=options.beam_size if gnmt else options.n_best,
                       max_decoding_length=limit + 1, min_decoding_length=options.min_len,
@@ -140,7 +145,7 @@ class CTranslate2Engine:
 
     def _nbest(self, result, limit: int, options: DecodingOptions) -> list[Hypothesis]:
         """One CTranslate2 TranslationResult -> our n-best, best first."""
-        gnmt = options.length_penalty == "gnmt" and not options.sampling and not options.greedy
+        gnmt = _ranked_here(options)
         nbest = []
         for j, (hyp, score) in enumerate(zip(result.hypotheses, result.scores)):
             ids = self.tokenizer.tgt_ids(hyp)
@@ -155,3 +160,8 @@ class CTranslate2Engine:
         if gnmt:
             nbest = sorted(nbest, key=lambda h: -h.score)[: options.n_best]
         return nbest
+
+
+def _ranked_here(options: DecodingOptions) -> bool:
+    """GNMT's length penalty is applied here, not by CTranslate2 (beam search only)."""
+    return options.length_penalty == "gnmt" and not options.sampling and not options.greedy
