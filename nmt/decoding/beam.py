@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from nmt.decoding.constraints import ConstraintState, ban_early_eos, constrained_step
 from nmt.decoding.greedy import check_decoding_vocab, max_output_lengths
 from nmt.decoding.options import DecodingOptions
 from nmt.decoding.penalties import final_score
@@ -78,12 +79,16 @@ def ban_repeated_ngrams(lprobs: torch.Tensor, generated: torch.Tensor, n: int) -
 
 
 @torch.inference_mode()
-def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions,
-                vocab: torch.Tensor | None = None) -> list[list[Hypothesis]]:
+def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions, vocab: torch.Tensor | None = None,
+                constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
     """src (B, S) -> per sentence the `n_best` hypotheses, best first (with their last-layer
     cross-attention if `opts.attention`). `vocab`: the sorted target ids (U,) to decode over (a
     shortlist's candidates, nmt/shortlist.py) with the special ids 0-3 first, so that a special
-    id's column is the id itself; None: the whole vocabulary."""
+    id's column is the id itself; None: the whole vocabulary. `constraints`: per sentence the
+    phrases (target ids) that its outputs must contain (nmt/decoding/constraints.py); a sentence
+    whose phrases do not fit its length limit is a ValueError; its hypotheses meet every phrase,
+    but where none could (a ban such as no_repeat_ngram_size stood in the way) it gets those that
+    reached the end with a phrase unmet, marked `constraints_met=False`."""
     check_decoding_vocab(vocab)
     k = opts.beam_size
     # Phase 1: encode once. The K beams of a sentence start identical: the first step decodes one
@@ -99,6 +104,10 @@ def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions,
     scores[:, 0] = 0.0  # all beams start identical: expand only the first
     finished: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
     fan = k  # beams per decoder row: K at the first step, then 1
+    states = None  # with constraints: per active sentence its K hypotheses' ConstraintState
+    if constraints is not None and any(constraints):
+        states = [[ConstraintState.start(_columns(phrases, vocab, b, int(max_lens[b])))] * k
+                  for b, phrases in enumerate(constraints)]
 
     for step in range(int(max_lens.max()) + 1):
         # Phase 2: next-token log-probabilities of every row.
@@ -106,14 +115,22 @@ def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions,
         lprobs = F.log_softmax(logits.float(), dim=-1)
         columns = prefixes if vocab is None or not opts.no_repeat_ngram_size else torch.searchsorted(vocab, prefixes)
         lprobs = constrain(lprobs, columns, max_lens.repeat_interleave(k // fan), step, opts)
+        if states is not None:  # no EOS before every phrase is met
+            ban_early_eos(lprobs, [row[: k // fan] for row in states], EOS_ID)
         lprobs = lprobs.view(len(active), k // fan, -1).expand(-1, k, -1)  # (A, K, V or U)
-        # Phase 3: the 2K best extensions per sentence.
-        cand_scores, cand_tokens, cand_beams = beam_step(lprobs, scores)
+        # Phase 3: the 2K best extensions per sentence (with constraints: in striped bank order).
+        if states is None:
+            cand_scores, cand_tokens, cand_beams = beam_step(lprobs, scores)
+            met = None
+        else:
+            cand_scores, cand_tokens, cand_beams, cand_states = constrained_step(lprobs, scores, states)
+            met = [[s.done if s.phrases else None for s in row] for row in cand_states]  # None: no phrases
         if vocab is not None:
             cand_tokens = vocab[cand_tokens]  # columns -> target ids
         # Phase 4: EOS among the K best retires a hypothesis.
         is_eos = cand_tokens == EOS_ID  # (A, 2K)
-        _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k, fan, opts, getattr(cache, "attention", None))
+        _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k, fan, opts,
+                getattr(cache, "attention", None), met)
         done = torch.tensor([len(finished[s]) >= k for s in active.tolist()], device=src.device)
         done |= step >= max_lens
         if bool(done.all()):
@@ -127,20 +144,47 @@ def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions,
         rows = (base.unsqueeze(1) + new_beams[keep]).view(-1) // fan  # (A'*K,) rows of the current batch
         prefixes = torch.cat([prefixes[rows], new_tokens[keep].view(-1, 1)], dim=1)  # (A'*K, t+1)
         scores, active, max_lens = new_scores[keep], active[keep], max_lens[keep]
+        if states is not None:
+            states = [[cand_states[a][j] for j in pick[a].tolist()] for a in keep.nonzero().flatten().tolist()]
         if fan == 1 and bool(keep.all()):  # beams only moved within their sentences: the source side is unchanged
             cache.reorder(rows, same_sources=True)
         else:
             memory, src_mask = memory[rows], src_mask[rows]
             cache.reorder(rows)
         fan = 1
-    return [sorted(hyps, key=lambda h: -h.score)[: opts.n_best] or [Hypothesis([], NEG_INF, NEG_INF)]
-            for hyps in finished]
+    return [_best(hyps, opts.n_best) for hyps in finished]
+
+
+def _best(hyps: list[Hypothesis], n: int) -> list[Hypothesis]:
+    """The n best finished hypotheses; with constraints only those that meet them all, unless none does."""
+    ranked = sorted(hyps, key=lambda h: -h.score)
+    met = [h for h in ranked if h.constraints_met is not False]
+    return (met or ranked)[:n] or [Hypothesis([], NEG_INF, NEG_INF)]
+
+
+def _columns(phrases: list[list[int]], vocab: torch.Tensor | None, sentence: int, limit: int) -> list[list[int]]:
+    """A sentence's phrases of target ids -> of decoding columns (the ids themselves without a
+    shortlist), checked: not empty, no special id, within the vocabulary, within the length limit."""
+    if sum(len(p) for p in phrases) > limit:
+        raise ValueError(f"sentence {sentence}: its constraints have {sum(len(p) for p in phrases)} target tokens, "
+                         f"more than its length limit of {limit}")
+    if any(not p or min(p) <= EOS_ID for p in phrases):
+        raise ValueError(f"sentence {sentence}: a constraint is empty or holds a special id: {phrases}")
+    if vocab is None:
+        return phrases
+    ids = torch.tensor([t for p in phrases for t in p], device=vocab.device)
+    cols = torch.searchsorted(vocab, ids).clamp(max=len(vocab) - 1)
+    if not bool((vocab[cols] == ids).all()):
+        raise ValueError(f"sentence {sentence}: a constraint's target id is not in the decoding vocabulary")
+    it = iter(cols.tolist())
+    return [[next(it) for _ in p] for p in phrases]
 
 
 def _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k: int, fan: int, opts: DecodingOptions,
-            attention: torch.Tensor | None) -> None:
+            attention: torch.Tensor | None, met: list[list[bool | None]] | None = None) -> None:
     """Hypothesis bookkeeping: EOS candidates ranked within the top K (with a finite score) end.
-    A beam's decoder row is (a * K + beam) // fan."""
+    A beam's decoder row is (a * K + beam) // fan. `met` (A lists of 2K): with constraints,
+    whether each candidate has met all its phrases."""
     for a, j in (is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])).nonzero().tolist():
         sentence = int(active[a])
         if len(finished[sentence]) >= k:
@@ -149,4 +193,5 @@ def _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k: int,
         tokens = prefixes[row, 1:].tolist()
         logprob = float(cand_scores[a, j])
         score = final_score(logprob, len(tokens) + 1, penalty=opts.length_penalty, alpha=opts.alpha)
-        finished[sentence].append(Hypothesis(tokens, score, logprob, None if attention is None else attention[row].cpu()))
+        finished[sentence].append(Hypothesis(tokens, score, logprob, None if attention is None else attention[row].cpu(),
+                                             constraints_met=None if met is None else met[a][j]))

@@ -20,6 +20,7 @@ class Hypothesis:
     logprob: float = NAN  # summed log-probability of tokens + EOS (nan where the engine does not give it)
     attention: Any = None  # (len(tokens) + 1, source ids + EOS) cross-attention weights, when asked for
     text: str = ""  # the detokenised tokens (set by the Translator)
+    constraints_met: bool | None = None  # with constraints (terms): whether it holds all (None: none asked)
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Translation:
     # many sentences were longer than the limit and cut (nmt.documents).
     sentences: list[Translation] | None = None
     split: int = 0
+    constraints: list[str] | None = None  # the target phrases it had to hold (given, or from a glossary)
 
     @property
     def best(self) -> Hypothesis:
@@ -64,6 +66,8 @@ class Translation:
             out["attention"] = {"source_tokens": tokenizer.src_pieces(self.source_ids) + ["</s>"],
                                 "target_tokens": tokenizer.tgt_pieces(self.target_ids) + ["</s>"],
                                 "weights": [[round(float(w), 4) for w in row] for row in weights]}
+        if self.constraints is not None:
+            out["constraints"], out["constraints_met"] = self.constraints, self.best.constraints_met
         if self.sentences is not None:
             out["sentences"] = [s.as_dict(tokenizer) for s in self.sentences]
             out["split"] = self.split
