@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +21,8 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from nmt.decoding.options import DecodingOptions
 from nmt.decoding.results import NAN, Hypothesis, Translation
 from nmt.documents import fit_sentence, split_document, uses_spaces
-from nmt.errors import DataError
+from nmt.errors import ConstraintError, DataError, TranslationError
+from nmt.glossary import Glossary
 from nmt.textio import decode_lines
 from nmt.tokenizer import EOS_ID
 
@@ -41,8 +43,10 @@ class Engine(Protocol):
     tokenizer: Tokenizer
     has_shortlist: bool  # a vocabulary shortlist came with the model: `shortlist` decoding is possible
 
-    def decode(self, rows: list[list[int]], options: DecodingOptions) -> list[list[Hypothesis]]:
-        """rows: source ids + EOS (none empty) -> per row its n-best, best first, in row order."""
+    def decode(self, rows: list[list[int]], options: DecodingOptions,
+               constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
+        """rows: source ids + EOS (none empty) -> per row its n-best, best first, in row order.
+        constraints: per row the phrases (target ids) every output must hold, or None."""
 
 
 if TYPE_CHECKING:  # mypy checks here that both engines follow the protocol
@@ -120,27 +124,76 @@ class Translator:
         unknown option is an nmt.decoding.options.OptionsError (a ValueError) naming it."""
         return (options or self.defaults).replace(**changes)
 
-    def translate(self, texts: list[str] | str, options: DecodingOptions | None = None,
+    def translate(self, texts: list[str] | str, options: DecodingOptions | None = None, *,
+                  constraints: list[list[str]] | None = None, glossary: Glossary | dict | str | Path | None = None,
                   **changes: Any) -> list[Translation]:
         """One `Translation` per input (the n-best hypotheses with text and score, attention when
         asked), in input order. Options as for `options`. Empty inputs give empty outputs; inputs
-        longer than the model's positions are cut (flagged `truncated`)."""
+        longer than the model's positions are cut (flagged `truncated`).
+
+        Terms (beam search, torch engine): `constraints` gives per input the target phrases its
+        translation must hold; `glossary` (a Glossary, a dict source -> target term, or a TSV
+        file) adds the target term of every source term that occurs in an input (docs/terminology.md).
+        Every hypothesis holds every phrase (`constraints_met`); phrases that cannot fit the
+        length limit are a TranslationError naming the input."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         options = self.options(options, **changes)
+        if constraints is not None and len(constraints) != len(texts):
+            raise ValueError(f"constraints: one list per input: {len(texts)} inputs, {len(constraints)} lists")
+        glossary = None if glossary is None else Glossary.of(glossary)
         if options.document:
-            return self._translate_documents(texts, options)
+            if constraints is not None and any(constraints):
+                raise TranslationError("document mode: constraints apply to sentences; give the terms as a glossary")
+            return self._translate_documents(texts, options, glossary)
         limit = self.max_source_tokens
+        terms = self.terms(texts, options, constraints, glossary)
         encoded = self.tokenizer.encode_src([s.strip() for s in texts])
-        out = [Translation(s, [Hypothesis([], 0.0)], truncated=len(ids) > limit, source_ids=ids[:limit])
-               for s, ids in zip(texts, encoded)]
+        out = [Translation(s, [Hypothesis([], 0.0, constraints_met=False if t else None)], truncated=len(ids) > limit,
+                           source_ids=ids[:limit], constraints=t or None)
+               for s, ids, t in zip(texts, encoded, terms)]
         todo = [i for i, ids in enumerate(encoded) if ids]
         if todo:
             rows = [out[i].source_ids + [EOS_ID] for i in todo]
-            for i, nbest in zip(todo, self.engine.decode(rows, options)):
+            phrases = [self.tokenizer.encode_tgt(terms[i]) if terms[i] else [] for i in todo] if any(terms) else None
+            for i, nbest in zip(todo, self.engine.decode(rows, options, phrases)):
                 for h in nbest:
                     h.text = self.tokenizer.decode_tgt(h.tokens)
                 out[i].hypotheses = nbest
         return out
+
+    def terms(self, texts: list[str], options: DecodingOptions, constraints: list[list[str]] | None = None,
+              glossary: Glossary | None = None) -> list[list[str]]:
+        """Per input its target phrases: its constraints, then the glossary's terms that apply to
+        it. Checked: beam search on the torch engine, and every input's phrases within its length
+        limit (else a ConstraintError naming the input)."""
+        terms = []
+        for i, text in enumerate(texts):
+            given = list(constraints[i]) if constraints is not None else []
+            if not all(isinstance(t, str) and t.strip() for t in given):
+                raise ConstraintError(i, f"a constraint must be non-empty text, got {given!r}")
+            found = glossary.terms_for(text, self.src_lang, self.tokenizer.normalize_src) if glossary else []
+            terms.append(given + [t for t in found if t not in given])
+        if not any(terms):
+            return terms
+        if options.sampling:
+            raise TranslationError("constraints and glossary terms need beam search, not sampling")
+        if self.engine.name != "torch":
+            raise TranslationError(f"constraints and glossary terms need the torch engine: {self.engine.name} has "
+                                   "no lexically constrained search (docs/terminology.md)")
+        cap, limit = self.cfg.model.max_positions - 1, self.max_source_tokens
+        with_terms = [i for i, t in enumerate(terms) if t]
+        sources = self.tokenizer.encode_src([texts[i].strip() for i in with_terms])
+        for i, src in zip(with_terms, sources):
+            pieces = self.tokenizer.encode_tgt(terms[i])
+            for term, ids in zip(terms[i], pieces):
+                if not ids or min(ids) <= EOS_ID:  # no pieces, or one the target vocabulary lacks (unknown)
+                    raise ConstraintError(i, f"the term {term!r} has characters the target vocabulary lacks")
+            need = sum(map(len, pieces))
+            most = min(int((min(len(src), limit) + 1) * options.max_len_a + options.max_len_b), cap)  # as max_output_lengths
+            if src and need > most:
+                raise ConstraintError(i, f"its constraints need {need} target tokens, more than its length limit "
+                                         f"of {most} (max_len_a * source tokens + max_len_b)")
+        return terms
 
     @property
     def max_sentence_tokens(self) -> int:
@@ -151,7 +204,8 @@ class Translator:
         """Source tokens above which document mode cuts a sentence (never above the positions)."""
         return min(options.document_max_tokens or self.max_sentence_tokens, self.max_source_tokens)
 
-    def _translate_documents(self, texts: list[str], options: DecodingOptions) -> list[Translation]:
+    def _translate_documents(self, texts: list[str], options: DecodingOptions,
+                             glossary: Glossary | None = None) -> list[Translation]:
         """Each text split into sentences (nmt.documents), the over-long ones cut to fit, all of
         them translated together by the sentence path, then joined in each text's layout."""
         limit = self.document_limit(options)
@@ -160,7 +214,8 @@ class Translator:
         lengths = [len(ids) for ids in self.tokenizer.encode_src(sentences)]
         count = lambda s: len(self.tokenizer.encode_src([s])[0])  # noqa: E731  (only for cut sentences)
         pieces = [[s] if n <= limit else fit_sentence(s, count, limit) for s, n in zip(sentences, lengths)]
-        translated = iter(self.translate([p for ps in pieces for p in ps], options.replace(document=False)))
+        translated = iter(self.translate([p for ps in pieces for p in ps], options.replace(document=False),
+                                         glossary=glossary))
         gap = " " if uses_spaces(self.tgt_lang) else ""  # between the pieces of a cut sentence
         out, at = [], 0
         for text, doc in zip(texts, docs):
@@ -174,12 +229,16 @@ class Translator:
 
     def translate_file(self, source: str | Path | IO[bytes], target: str | Path | IO[str], *,
                        options: DecodingOptions | None = None, skip_invalid_utf8: bool = False,
-                       name: str | None = None, chunk_lines: int | None = None, write=None, **changes: Any) -> int:
+                       name: str | None = None, chunk_lines: int | None = None, write=None,
+                       jsonl_input: bool = False, glossary: Glossary | dict | str | Path | None = None,
+                       **changes: Any) -> int:
         """Translate a file (or binary stream) of one sentence per line into `target` (path or text
         stream), chunk by chunk so memory stays bounded. Returns the number of lines. Options as
         for `options`. `write(translations, first_line, seconds)` replaces the default
-        one-line-per-input output."""
+        one-line-per-input output. `jsonl_input`: each line is {"text": ..., "constraints": [...]}
+        (constraints optional); `glossary` as for `translate`."""
         options = self.options(options, **changes)
+        glossary = None if glossary is None else Glossary.of(glossary)
         name = name or (str(source) if isinstance(source, (str, Path)) else "<stdin>")
         out = open(target, "w", encoding="utf-8") if isinstance(target, (str, Path)) else target
         invalid: list[int] | None = [] if skip_invalid_utf8 else None
@@ -191,7 +250,11 @@ class Translator:
                 if invalid:
                     invalid.clear()
                 start = time.perf_counter()
-                translations = self.translate(lines, options)
+                texts, constraints = read_requests(lines, name, first) if jsonl_input else (lines, None)
+                try:
+                    translations = self.translate(texts, options, constraints=constraints, glossary=glossary)
+                except ConstraintError as err:
+                    raise TranslationError(f"{name}:{first + err.index}: {err.reason}") from None
                 warn_truncated(translations, first, name, self.max_source_tokens, self.document_limit(options))
                 if write is None:
                     out.write("".join(t.text + "\n" for t in translations))
@@ -208,13 +271,39 @@ class Translator:
 def warn_truncated(translations: list[Translation], first_line: int, name: str, limit: int,
                    sentence_limit: int = 0) -> None:
     """One warning per input that was cut: truncated (sentence mode) or with sentences split
-    into pieces (document mode)."""
+    into pieces (document mode), and per input whose translation misses a constraint."""
     for n, t in enumerate(translations, start=first_line):
+        if t.constraints and t.best.constraints_met is False:
+            print(f"warning: {name}:{n}: the translation does not hold every constraint "
+                  f"({', '.join(map(repr, t.constraints))})", file=sys.stderr)
         if t.truncated:
             print(f"warning: {name}:{n}: source longer than {limit} tokens, truncated", file=sys.stderr)
         if t.split:
             print(f"warning: {name}:{n}: {t.split} sentence(s) longer than {sentence_limit} "
                   "tokens, translated in pieces cut at clause marks", file=sys.stderr)
+
+
+def read_requests(lines: list[str], name: str, first: int) -> tuple[list[str], list[list[str]]]:
+    """jsonl input lines {"text": ..., "constraints": [...]} -> texts and their constraints; a bad
+    line is a DataError naming it."""
+    texts, constraints = [], []
+    for n, line in enumerate(lines, start=first):
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{name}:{n}: not a JSON object ({err.msg}); with --constraints each line is "
+                            '{"text": ..., "constraints": [...]}') from None
+        if not isinstance(request, dict) or not isinstance(request.get("text"), str):
+            raise DataError(f'{name}:{n}: expected {{"text": "...", "constraints": [...]}}, got {line[:80]!r}')
+        unknown = sorted(set(request) - {"text", "constraints"})
+        if unknown:
+            raise DataError(f"{name}:{n}: unknown field {unknown[0]!r} (known: text, constraints)")
+        terms = request.get("constraints", [])
+        if not isinstance(terms, list) or not all(isinstance(t, str) and t.strip() for t in terms):
+            raise DataError(f"{name}:{n}: constraints must be a list of non-empty strings, got {terms!r}")
+        texts.append(request["text"])
+        constraints.append(terms)
+    return texts, constraints
 
 
 def quantize_int8(model):

@@ -83,10 +83,15 @@ class CTranslate2Engine:
         except (RuntimeError, ValueError) as err:
             raise CheckpointError(f"{directory}: CTranslate2 cannot load this model ({str(err).splitlines()[0]})") from None
 
-    def decode(self, rows: list[list[int]], options: DecodingOptions) -> list[list[Hypothesis]]:
+    def decode(self, rows: list[list[int]], options: DecodingOptions,
+               constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
         """rows: source ids + EOS -> per row its n-best, best first, in row order. All rows go to
         CTranslate2 in one call, which sorts them, cuts batches of at most max_tokens / beam source
-        tokens (or max_sentences sentences) and runs them in parallel."""
+        tokens (or max_sentences sentences) and runs them in parallel. CTranslate2 has no
+        lexically constrained search (its target_prefix fixes the start only): constraints are an error."""
+        if constraints is not None and any(constraints):
+            raise TranslationError("constraints and glossary terms need the torch engine: CTranslate2 has no "
+                                   "lexically constrained search (docs/terminology.md)")
         if options.shortlist and not self.has_shortlist:
             raise TranslationError("this export has no vocabulary shortlist (vmap.txt): build one with nmt-shortlist "
                                    "CKPT and export again, or decode without --shortlist")

@@ -17,5 +17,13 @@ class TranslationError(RuntimeError):
     """Decoding cannot go on (e.g. one sentence does not fit in memory)."""
 
 
+class ConstraintError(TranslationError):
+    """One input's constraints cannot be met (`index`: its place in the call, from 0)."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"input {index + 1}: {reason}")
+        self.index, self.reason = index, reason
+
+
 class ExportError(RuntimeError):
     """An export that cannot be made (model type, missing package, unwritable directory)."""

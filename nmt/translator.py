@@ -52,8 +52,10 @@ class TorchEngine:
         self.workers = workers
         self._pool: Any = None
 
-    def decode(self, rows: list[list[int]], options: DecodingOptions) -> list[list[Hypothesis]]:
-        """rows: source ids + EOS, any number -> per row its n-best, best first, in row order."""
+    def decode(self, rows: list[list[int]], options: DecodingOptions,
+               constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
+        """rows: source ids + EOS, any number -> per row its n-best, best first, in row order.
+        constraints: per row the phrases (target ids) its outputs must hold (beam search)."""
         if options.shortlist and self.shortlist is None:
             raise TranslationError("this checkpoint has no vocabulary shortlist: build one with nmt-shortlist CKPT, "
                                    "or decode without --shortlist")
@@ -66,7 +68,8 @@ class TorchEngine:
             src = torch.full((len(batch), max(lens[i] for i in batch)), PAD_ID, dtype=torch.long)  # (b, S)
             for r, i in enumerate(batch):
                 src[r, : lens[i]] = torch.tensor(rows[i])
-            jobs.append((src, options, options.seed + batch[0]))  # the seed: the same samples however batches run
+            phrases = [constraints[i] for i in batch] if constraints is not None and any(constraints[i] for i in batch) else None
+            jobs.append((src, options, options.seed + batch[0], phrases))  # the seed: the same samples however batches run
         if self.workers > 1 and len(jobs) > 1:
             done = self._workers().imap(_decode_in_worker, jobs)  # in order, each batch to the next free worker
         else:
@@ -80,12 +83,15 @@ class TorchEngine:
                 out[i] = nbest
         return out
 
-    def decode_batch(self, src: torch.Tensor, options: DecodingOptions, seed: int) -> list[list[Hypothesis]]:
+    def decode_batch(self, src: torch.Tensor, options: DecodingOptions, seed: int,
+                     constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
         """src (b, S) on the CPU -> per sentence its n-best; a batch that runs out of memory is split."""
         generator = None
         if options.sampling:  # one generator per batch: the same seed gives the same samples
             generator = torch.Generator(device=self.device).manual_seed(seed)
-        return split_on_oom(lambda s: self._decode_batch(s, options, generator), src.to(self.device))
+        phrases = constraints or [[] for _ in range(src.size(0))]  # a split batch's halves keep their own
+        return split_on_oom(lambda s, c: self._decode_batch(s, options, generator, c if any(c) else None),
+                            src.to(self.device), phrases)
 
     def _workers(self) -> Any:
         if self._pool is None:
@@ -107,10 +113,16 @@ class TorchEngine:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_pool": None, "_stop": None}  # a pool does not travel between processes
 
-    def _decode_batch(self, src: torch.Tensor, options: DecodingOptions,
-                      generator: torch.Generator | None) -> list[list[Hypothesis]]:
+    def _decode_batch(self, src: torch.Tensor, options: DecodingOptions, generator: torch.Generator | None,
+                      constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
         """src (b, S) -> per sentence its n-best."""
-        vocab = self.shortlist.candidates(src) if options.shortlist and self.shortlist is not None else None
+        vocab = None
+        if options.shortlist and self.shortlist is not None:  # the phrases' pieces must be reachable
+            vocab = self.shortlist.candidates(src, [t for phrases in constraints or () for p in phrases for t in p])
+        if constraints is not None:
+            if options.sampling:
+                raise TranslationError("constraints need beam search, not sampling")
+            return beam_search(self.model, src, options, vocab, constraints)
         if options.sampling:
             ids = sample_decode(self.model, src, temperature=options.temperature, top_k=options.top_k,
                                 top_p=options.top_p, generator=generator, max_len_a=options.max_len_a,
@@ -132,7 +144,7 @@ def _start_worker(engine: TorchEngine) -> None:
     engine.workers, _WORKER = 1, engine
 
 
-def _decode_in_worker(job: tuple[torch.Tensor, DecodingOptions, int]) -> list[list[Hypothesis]]:
+def _decode_in_worker(job: tuple[torch.Tensor, DecodingOptions, int, Any]) -> list[list[Hypothesis]]:
     assert _WORKER is not None
     results = _WORKER.decode_batch(*job)
     for nbest in results:  # as numpy: tensors would travel as shared-memory handles, one file descriptor each
@@ -147,12 +159,12 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err) or "out of memory" in str(err)
 
 
-def split_on_oom(decode, src: torch.Tensor) -> list:
-    """decode(src) for a batch; when it runs out of memory, the batch is split in two and each half
-    retried (recursively), so one long batch does not abort a whole file. A single sentence that
-    does not fit is an error."""
+def split_on_oom(decode, src: torch.Tensor, *per_sentence: list) -> list:
+    """decode(src, *per_sentence) for a batch; when it runs out of memory, the batch is split in
+    two (with its `per_sentence` lists) and each half retried (recursively), so one long batch
+    does not abort a whole file. A single sentence that does not fit is an error."""
     try:
-        return decode(src)
+        return decode(src, *per_sentence)
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise
@@ -163,4 +175,5 @@ def split_on_oom(decode, src: torch.Tensor) -> list:
                                    f"on {src.device}; lower --beam-size or use a device with more memory") from None
         print(f"warning: out of memory on a batch of {src.size(0)} sentences; splitting it", file=sys.stderr)
         half = src.size(0) // 2
-        return split_on_oom(decode, src[:half]) + split_on_oom(decode, src[half:])
+        return split_on_oom(decode, src[:half], *(x[:half] for x in per_sentence)) + \
+            split_on_oom(decode, src[half:], *(x[half:] for x in per_sentence))

@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="jsonl: source, hypotheses with scores, and timing per line")
     p.add_argument("--attention", metavar="DIR", default=None,
                    help="write a cross-attention heatmap per sentence to DIR/LINE.png (needs matplotlib)")
+    p.add_argument("--constraints", action="store_true",
+                   help='each input line is JSON: {"text": ..., "constraints": ["target term", ...]}; every '
+                        "translation holds its constraints (beam search, torch engine; docs/terminology.md)")
+    p.add_argument("--glossary", metavar="TSV", default=None,
+                   help="source term<TAB>target term per line: a term's target side is a constraint of every "
+                        "sentence its source side occurs in")
     p.add_argument("--skip-invalid-utf8", action="store_true",
                    help="give an empty output line (and a warning) for input lines that are not UTF-8, instead of stopping")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -75,7 +81,7 @@ def write_heatmaps(directory: Path, translations, first: int, tokenizer) -> None
         save_attention_heatmap(directory / f"{n:06d}.png", t.attention, src, tgt, title=f"line {n}: {t.text}")
 
 
-def interactive(translator, options, args: argparse.Namespace) -> int:
+def interactive(translator, options, args: argparse.Namespace, glossary=None) -> int:
     """stdin is a terminal: type a sentence, get its translation (n-best with scores); Ctrl-D ends."""
     print(f"nmt-translate {args.src}->{args.tgt}, {options.describe()}: type a sentence, Ctrl-D to quit",
           file=sys.stderr)
@@ -85,7 +91,7 @@ def interactive(translator, options, args: argparse.Namespace) -> int:
         except EOFError:
             print(file=sys.stderr)
             return 0
-        (translation,) = translator.translate(line, options)
+        (translation,) = translator.translate(line, options, glossary=glossary)
         for h in translation.hypotheses:
             print(h.text if options.n_best == 1 else f"{h.score:.3f}\t{h.text}", flush=True)
 
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         from nmt.api import Translator
         from nmt.decoding.options import OptionsError, flag_name, from_flags
         from nmt.errors import CheckpointError
+        from nmt.glossary import Glossary
 
         if (args.max_tokens is not None and args.max_tokens < 1) or args.max_sentences < 0:
             raise UsageError("--max-tokens must be positive and --max-sentences must not be negative")
@@ -125,8 +132,18 @@ def main(argv: list[str] | None = None) -> int:
             options = from_flags(args, translator.defaults).replace(attention=args.attention is not None)
         except OptionsError as err:
             raise UsageError(f"{flag_name(err.name)}: {err}") from None
+        glossary = Glossary.read(args.glossary) if args.glossary else None
+        if (args.constraints or glossary) and args.engine != "torch":
+            raise UsageError("--constraints and --glossary need --engine torch: CTranslate2 has no lexically "
+                             "constrained search")
+        if (args.constraints or glossary) and options.sampling:
+            raise UsageError("--constraints and --glossary need beam search, not --sampling")
+        if args.constraints and options.document:
+            raise UsageError("--constraints apply to sentences: with --document give the terms as a --glossary")
         if args.input == "-" and sys.stdin.isatty():
-            return interactive(translator, options, args)
+            if args.constraints:
+                raise UsageError("--constraints reads JSON lines from -i FILE or a pipe, not from a terminal")
+            return interactive(translator, options, args, glossary)
         out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
         show = args.input != "-" and sys.stderr.isatty()  # a bar for files, in a terminal
         bar = tqdm(total=count_lines(args.input) if show else None, unit="line", disable=not show, file=sys.stderr)
@@ -139,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
 
         with contextlib.closing(out) if out is not sys.stdout else contextlib.nullcontext(), bar:
             translator.translate_file(sys.stdin.buffer if args.input == "-" else args.input, out, options=options,
-                                      skip_invalid_utf8=args.skip_invalid_utf8, write=write)
+                                      skip_invalid_utf8=args.skip_invalid_utf8, write=write,
+                                      jsonl_input=args.constraints, glossary=glossary)
         return 0
 
     return run_cli("nmt-translate", body)
