@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
@@ -29,6 +29,8 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from nmt.decoding.options import FIELDS, NAMES, DecodingOptions
+from nmt.errors import ConstraintError, DataError, TranslationError
+from nmt.glossary import Glossary
 
 __all__ = ["ServeOptions", "DynamicBatcher", "create_app", "request_model"]
 
@@ -45,6 +47,9 @@ class ServeOptions:
     max_batch_lines: int = 128  # lines decoded together at most
 
 
+Term = Annotated[str, Field(min_length=1, pattern=r"\S")]  # a constraint or glossary term: not blank
+
+
 class _RequestBase(BaseModel):
     """The fixed part of POST /translate's body; the decoding options are added per server."""
 
@@ -54,23 +59,51 @@ class _RequestBase(BaseModel):
                                                       "documents: paragraphs, line breaks kept)",
                             examples=[["我们走吧。", "谢谢你。"]])
 
+    constraints: list[list[Term]] | None = Field(None, description="per text item the target phrases (terms) its "
+                                                                    "translation must hold; beam search, torch engine")
+    glossary: dict[Term, Term] | None = Field(None, description="source term -> target term: each applies to the "
+                                                              "text items (sentences) its source term occurs in",
+                                            examples=[{"机器翻译": "machine translation"}])
+
     @field_validator("text")
     @classmethod
     def _utf8(cls, text: list[str]) -> list[str]:
-        for i, line in enumerate(text):
-            try:
-                line.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate such as "\\ud800" in the JSON
-                raise ValueError(f"text[{i}] is not valid Unicode (lone surrogate)") from None
+        _unicode(text, "text")
         return text
+
+    @field_validator("constraints")
+    @classmethod
+    def _terms(cls, constraints: list[list[str]] | None) -> list[list[str]] | None:
+        for i, terms in enumerate(constraints or []):
+            _unicode(terms, f"constraints[{i}]")
+        return constraints
+
+    @field_validator("glossary")
+    @classmethod
+    def _glossary(cls, glossary: dict[str, str] | None) -> dict[str, str] | None:
+        for source, target in (glossary or {}).items():
+            _unicode([source, target], "glossary")
+        return glossary
 
     @model_validator(mode="after")
     def _options(self) -> "_RequestBase":
         self.options()  # the checks across fields (n_best <= beam_size) are DecodingOptions'
+        if self.constraints is not None and len(self.constraints) != len(self.text):
+            raise ValueError(f"constraints: one list per text item: {len(self.text)} items, {len(self.constraints)} lists")
+        if self.constraints is not None and any(self.constraints) and getattr(self, "document", False):
+            raise ValueError("document mode: constraints apply to sentences; give the terms as a glossary")
         return self
 
     def options(self) -> DecodingOptions:
         return DecodingOptions(**{name: getattr(self, name) for name in NAMES})
+
+
+def _unicode(texts: list[str], where: str) -> None:
+    for i, line in enumerate(texts):
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as "\\ud800" in the JSON
+            raise ValueError(f"{where}[{i}] is not valid Unicode (lone surrogate)") from None
 
 
 def request_model(src_lang: str, tgt_lang: str, max_beam_size: int,
@@ -112,6 +145,8 @@ class Sentence(BaseModel):
     hypotheses: list[Hypothesis]
     truncated: bool = Field(description="the source was longer than the model's positions and was cut")
     attention: Attention | None = None
+    constraints: list[str] | None = Field(None, description="the terms it had to hold (given or from the glossary)")
+    constraints_met: bool | None = Field(None, description="whether the translation holds all of them")
 
 
 class Result(Sentence):
@@ -138,13 +173,14 @@ class _Job:
     texts: list[str]
     key: Any  # the decoding options: only jobs with equal keys share a batch
     future: asyncio.Future
+    constraints: list[Any]  # per text what travels with it (the terms it must hold)
     queued: float = field(default_factory=time.perf_counter)
 
 
 class DynamicBatcher:
     """Gathers queued requests with equal search options into one decoding batch (see module doc).
 
-    `decode(texts, key)` runs on one worker thread, so the model is never used by two threads."""
+    `decode(texts, key, constraints)` runs on one worker thread, so the model is never used by two threads."""
 
     def __init__(self, decode, *, wait_ms: float, max_lines: int, enabled: bool = True) -> None:
         self.decode, self.wait, self.max_lines, self.enabled = decode, wait_ms / 1000, max_lines, enabled
@@ -166,9 +202,9 @@ class DynamicBatcher:
                 pass
         self.executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[str], key: Any) -> tuple[list[Any], dict]:
+    async def submit(self, texts: list[str], key: Any, constraints: list[Any] | None = None) -> tuple[list[Any], dict]:
         """The translations of `texts` and the timings of the batch they were decoded in."""
-        job = _Job(texts, key, asyncio.get_running_loop().create_future())
+        job = _Job(texts, key, asyncio.get_running_loop().create_future(), constraints or [[] for _ in texts])
         await self.queue.put(job)
         return await job.future
 
@@ -214,9 +250,10 @@ class DynamicBatcher:
         while True:
             batch = await self._gather()
             texts = [t for job in batch for t in job.texts]
+            constraints = [c for job in batch for c in job.constraints]
             start = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self.executor, self.decode, texts, batch[0].key)
+                results = await loop.run_in_executor(self.executor, self.decode, texts, batch[0].key, constraints)
                 error = None
             except Exception as err:  # noqa: BLE001 -- handed to the callers; the batcher goes on
                 results, error = None, err
@@ -244,8 +281,10 @@ def create_app(translator, options: ServeOptions = ServeOptions(), *, name: str 
     """The FastAPI application serving `translator` (an nmt.Translator). `name`: what /health
     reports as the model (e.g. the checkpoint's file name; never a path the client can choose)."""
 
-    def decode(texts: list[str], key: DecodingOptions) -> list[Any]:
-        return translator.translate(texts, key)
+    def decode(texts: list[str], key: tuple[DecodingOptions, Glossary | None], constraints: list[list[str]]) -> list[Any]:
+        options, glossary = key
+        return translator.translate(texts, options, constraints=constraints if any(constraints) else None,
+                                    glossary=glossary)
 
     batcher = DynamicBatcher(decode, wait_ms=options.batch_wait_ms, max_lines=options.max_batch_lines,
                              enabled=options.batching)
@@ -294,11 +333,25 @@ def create_app(translator, options: ServeOptions = ServeOptions(), *, name: str 
         request = cast(_RequestBase, body)  # a TranslateRequest: the schema of this server
         if len(request.text) > options.max_lines:
             raise HTTPException(413, f"{len(request.text)} lines; this server takes at most {options.max_lines}")
-        chars = sum(len(t) for t in request.text)
+        chars = sum(len(t) for t in request.text) + sum(len(t) for terms in request.constraints or [] for t in terms) + \
+            sum(len(s) + len(t) for s, t in (request.glossary or {}).items())
         if chars > options.max_chars:
             raise HTTPException(413, f"{chars} characters; this server takes at most {options.max_chars}")
         decoding = request.options()  # also the batching key: only equal options share a batch
-        translations, timings = await batcher.submit(request.text, decoding)
+        glossary = Glossary.of(request.glossary) if request.glossary else None
+        try:  # terms checked here, so that one request's impossible term never fails a shared batch
+            if decoding.document:  # the glossary applies sentence by sentence, inside: part of the key
+                key, terms = (decoding, glossary), None
+            else:
+                key, terms = (decoding, None), translator.terms(request.text, decoding, request.constraints, glossary)
+        except ConstraintError as err:
+            raise HTTPException(422, f"text[{err.index}]: {err.reason}") from None
+        except (TranslationError, DataError) as err:
+            raise HTTPException(422, str(err)) from None
+        try:
+            translations, timings = await batcher.submit(request.text, key, terms)
+        except ConstraintError as err:  # document mode: a glossary term too long for one of its sentences
+            raise HTTPException(422, f"a sentence of the documents: {err.reason}") from None
         results = [Result(**t.as_dict(translator.tokenizer if decoding.attention else None)) for t in translations]
         return TranslateResponse(translations=results,
                                  timings=Timings(total_ms=(time.perf_counter() - arrived) * 1000, **timings))

@@ -146,6 +146,25 @@ def test_documents_are_split_translated_and_joined_over_http_and_on_the_command_
     assert "line 1: 2 sentence(s) longer than 3 tokens" in jsonl.stderr.replace(f"{src}:", "line ")
 
 
+def test_glossary_terms_and_constraints_over_http(server, translator):
+    body = post(server, {"text": ["她喜欢猫。", "谢谢你。"], "glossary": {"猫": "teacher"}}).json()
+    cat, thanks = body["translations"]
+    assert cat["constraints"] == ["teacher"] and cat["constraints_met"] is True and "teacher" in cat["text"]
+    assert cat["text"] == translator.translate(["她喜欢猫。"], constraints=[["teacher"]])[0].text
+    assert thanks["text"] == "Thank you." and thanks["constraints"] is None
+    given = post(server, {"text": ["谢谢你。"], "constraints": [["cold"]]}).json()["translations"][0]
+    assert "cold" in given["text"] and given["constraints_met"] is True
+    long = post(server, {"text": ["谢谢你。", "你好。"], "constraints": [[], ["cold " * 20]]})
+    assert long.status_code == 422 and "text[1]: its constraints need" in long.json()["detail"]
+    for bad, words in (({"text": ["a", "b"], "constraints": [["x"]]}, "one list per text item"),
+                       ({"text": ["a"], "constraints": [[" "]]}, "should match pattern"),
+                       ({"text": ["a"], "glossary": {"猫": ""}}, "at least 1 character"),
+                       ({"text": ["a"], "document": True, "constraints": [["x"]]}, "give the terms as a glossary"),
+                       ({"text": ["a"], "sampling": True, "constraints": [["cold"]]}, "need beam search")):
+        response = post(server, bad)
+        assert response.status_code == 422 and words in response.text, (bad, response.text)
+
+
 def test_health_page_and_schema(server):
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok" and (health["src_lang"], health["tgt_lang"]) == ("zh", "en")
@@ -195,7 +214,7 @@ def test_the_batcher_groups_equal_options_in_arrival_order_and_splits_results():
     exactly its own lines back."""
     calls = []
 
-    def decode(texts, key):
+    def decode(texts, key, constraints):
         calls.append((key, list(texts)))
         return [f"{key}:{t}" for t in texts]
 
@@ -222,7 +241,7 @@ def test_without_batching_every_request_is_decoded_alone():
     calls = []
 
     async def scenario():
-        batcher = DynamicBatcher(lambda texts, key: calls.append(texts) or texts, wait_ms=50, max_lines=64,
+        batcher = DynamicBatcher(lambda texts, key, constraints: calls.append(texts) or texts, wait_ms=50, max_lines=64,
                                  enabled=False)
         batcher.start()
         out = await asyncio.gather(*(batcher.submit([str(i)], 0) for i in range(5)))
@@ -235,7 +254,7 @@ def test_without_batching_every_request_is_decoded_alone():
 
 def test_a_failing_batch_fails_only_its_callers():
     async def scenario():
-        def decode(texts, key):
+        def decode(texts, key, constraints):
             if "bad" in texts:
                 raise RuntimeError("decoder broke")
             return texts
@@ -277,6 +296,9 @@ def test_many_simultaneous_requests_each_get_their_own_translations(server, tran
 
 # --- fuzzing from the OpenAPI schema --------------------------------------------------------------
 
+TERMS_422 = ("cannot exceed", "one list per text item", "its constraints need", "the target vocabulary lacks",
+             "need beam search", "give the terms as a glossary")
+
 def test_fuzzing_the_http_api_from_its_schema_finds_no_server_error(server):
     """schemathesis generates requests from the OpenAPI schema: bodies that follow it (positive) and
     bodies that break it (negative: wrong types, missing or extra fields, out-of-range numbers).
@@ -297,8 +319,10 @@ def test_fuzzing_the_http_api_from_its_schema_finds_no_server_error(server):
             seen.setdefault((operation.label, mode.value), []).append(response.status_code)
             case.validate_response(response, checks=[not_a_server_error])
             if mode is GenerationMode.POSITIVE and operation.label == "POST /translate":
-                # valid by the schema: only the size limits (413) and n_best > beam_size may refuse it
-                assert response.status_code in (200, 413) or "cannot exceed" in response.text, response.text
+                # valid by the schema: only the size limits (413), n_best > beam_size and terms that
+                # do not fit their sentence (what the schema cannot say) may refuse it
+                assert response.status_code in (200, 413) or any(words in response.text for words in TERMS_422), \
+                    response.text
 
         run()
 
