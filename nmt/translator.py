@@ -19,6 +19,7 @@ from nmt.decoding.greedy import greedy_decode
 from nmt.decoding.options import DecodingOptions
 from nmt.decoding.results import NAN, Hypothesis
 from nmt.decoding.sampling import sample_decode
+from nmt.documents import uses_spaces
 from nmt.errors import TranslationError
 from nmt.tokenizer import PAD_ID
 
@@ -51,6 +52,7 @@ class TorchEngine:
             raise ValueError("workers > 1 are CPU processes: on a GPU decode with one")
         self.workers = workers
         self._pool: Any = None
+        self._followers: torch.Tensor | None = None  # phrase_followers(), built on first use
 
     def decode(self, rows: list[list[int]], options: DecodingOptions,
                constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
@@ -93,6 +95,17 @@ class TorchEngine:
         return split_on_oom(lambda s, c: self._decode_batch(s, options, generator, c if any(c) else None),
                             src.to(self.device), phrases)
 
+    def phrase_followers(self) -> torch.Tensor | None:
+        """(V,) bool: the target pieces that may come right after a term. In a language written with
+        spaces, those that begin a word (SentencePiece's "▁") and punctuation, so that a term is met
+        as a whole word ("machine" not by "machines"); elsewhere any piece (None)."""
+        if not uses_spaces(self.cfg.data.tgt_lang):
+            return None
+        if self._followers is None:
+            pieces = self.tokenizer.tgt_pieces(list(range(self.tokenizer.tgt_vocab_size)))
+            self._followers = torch.tensor([p.startswith("▁") or not any(c.isalnum() for c in p) for p in pieces])
+        return self._followers
+
     def _workers(self) -> Any:
         if self._pool is None:
             import multiprocessing
@@ -122,7 +135,7 @@ class TorchEngine:
         if constraints is not None:
             if options.sampling:
                 raise TranslationError("constraints need beam search, not sampling")
-            return beam_search(self.model, src, options, vocab, constraints)
+            return beam_search(self.model, src, options, vocab, constraints, self.phrase_followers())
         if options.sampling:
             ids = sample_decode(self.model, src, temperature=options.temperature, top_k=options.top_k,
                                 top_p=options.top_p, generator=generator, max_len_a=options.max_len_a,

@@ -11,7 +11,8 @@ Sentences whose output lacks no such word get no terms.
 
 Search: beam 5, length penalty |Y|^1, 32 sentences per batch (as scripts/bench_decode.py), the
 torch engine fp32; both runs in this process after the same warm-up batch. Reported: term use
-rate (terms present as whole words, case-sensitive, in the output) before and after, BLEU
+rate (terms present as whole words, case-sensitive, in the output; a clitic such as 's may
+follow) before and after, BLEU
 before and after on the whole split and on the constrained sentences, decoding seconds of both
 runs and their ratio. Writes OUT/results.json; docs/terminology.md quotes it.
 """
@@ -40,7 +41,8 @@ def oracle_terms(hypothesis: str, reference: str, most: int = 2) -> list[str]:
 
 
 def uses(text: str, term: str) -> bool:
-    return re.search(rf"(?<![A-Za-z']){re.escape(term)}(?![A-Za-z'])", text) is not None
+    """`term` occurs as a whole word (a clitic may follow: "Tom's" uses "Tom")."""
+    return re.search(rf"(?<![A-Za-z']){re.escape(term)}(?![A-Za-z])", text) is not None
 
 
 def main() -> int:

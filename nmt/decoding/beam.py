@@ -80,13 +80,15 @@ def ban_repeated_ngrams(lprobs: torch.Tensor, generated: torch.Tensor, n: int) -
 
 @torch.inference_mode()
 def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions, vocab: torch.Tensor | None = None,
-                constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
+                constraints: list[list[list[int]]] | None = None, follow: torch.Tensor | None = None
+                ) -> list[list[Hypothesis]]:
     """src (B, S) -> per sentence the `n_best` hypotheses, best first (with their last-layer
     cross-attention if `opts.attention`). `vocab`: the sorted target ids (U,) to decode over (a
     shortlist's candidates, nmt/shortlist.py) with the special ids 0-3 first, so that a special
     id's column is the id itself; None: the whole vocabulary. `constraints`: per sentence the
     phrases (target ids) that its outputs must contain (nmt/decoding/constraints.py); a sentence
-    whose phrases do not fit its length limit is a ValueError; its hypotheses meet every phrase,
+    whose phrases do not fit its length limit is a ValueError. `follow` (V,) bool over target ids:
+    the tokens that may come right after a phrase (EOS always may; None: any token). Its hypotheses meet every phrase,
     but where none could (a ban such as no_repeat_ngram_size stood in the way) it gets those that
     reached the end with a phrase unmet, marked `constraints_met=False`."""
     check_decoding_vocab(vocab)
@@ -106,7 +108,12 @@ def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions, v
     fan = k  # beams per decoder row: K at the first step, then 1
     states = None  # with constraints: per active sentence its K hypotheses' ConstraintState
     if constraints is not None and any(constraints):
-        states = [[ConstraintState.start(_columns(phrases, vocab, b, int(max_lens[b])))] * k
+        if follow is not None:  # over the decoding columns, EOS included
+            follow = follow.to(src.device).clone()
+            follow[EOS_ID] = True
+            follow = follow if vocab is None else follow[vocab]
+        followers = None if follow is None else frozenset(follow.nonzero().flatten().tolist())
+        states = [[ConstraintState.start(_columns(phrases, vocab, b, int(max_lens[b])), followers)] * k
                   for b, phrases in enumerate(constraints)]
 
     for step in range(int(max_lens.max()) + 1):
@@ -123,7 +130,7 @@ def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions, v
             cand_scores, cand_tokens, cand_beams = beam_step(lprobs, scores)
             met = None
         else:
-            cand_scores, cand_tokens, cand_beams, cand_states = constrained_step(lprobs, scores, states)
+            cand_scores, cand_tokens, cand_beams, cand_states = constrained_step(lprobs, scores, states, follow)
             met = [[s.done if s.phrases else None for s in row] for row in cand_states]  # None: no phrases
         if vocab is not None:
             cand_tokens = vocab[cand_tokens]  # columns -> target ids

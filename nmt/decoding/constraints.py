@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -38,53 +38,85 @@ class ConstraintState:
     met: tuple[bool, ...]  # per phrase: produced
     current: int = -1  # the phrase being produced (-1: none)
     at: int = 0  # its tokens produced so far
+    pending: int = -1  # a phrase just produced, that counts once a token of `follow` (or the end) follows
+    follow: frozenset[int] | None = field(default=None, compare=False, repr=False)  # None: any token may
 
     @classmethod
-    def start(cls, phrases: Sequence[Sequence[int]]) -> ConstraintState:
-        return cls(tuple(tuple(p) for p in phrases), (False,) * len(phrases))
+    def start(cls, phrases: Sequence[Sequence[int]], follow: frozenset[int] | None = None) -> ConstraintState:
+        """`follow`: the tokens that may come after a phrase (in languages written with spaces,
+        those that begin a word, punctuation and EOS), so that "machine" is not met by "machines"."""
+        return cls(tuple(tuple(p) for p in phrases), (False,) * len(phrases), follow=follow)
 
     @property
     def done(self) -> bool:
-        """Every phrase is met: the hypothesis may end."""
+        """Every phrase is met."""
         return all(self.met)
+
+    @property
+    def may_end(self) -> bool:
+        """EOS would meet every phrase (it may follow a pending one)."""
+        return all(m or i == self.pending for i, m in enumerate(self.met))
 
     @property
     def progress(self) -> int:
         """Constraint tokens met: the bank. From 0 to the phrases' total length."""
-        return sum(len(p) for p, m in zip(self.phrases, self.met) if m) + self.at
+        pending = len(self.phrases[self.pending]) if self.pending >= 0 else 0
+        return sum(len(p) for p, m in zip(self.phrases, self.met) if m) + self.at + pending
 
     def next_tokens(self) -> set[int]:
         """The tokens that advance: the next of the phrase in progress, else the first of each unmet one."""
         if self.current >= 0:
             return {self.phrases[self.current][self.at]}
-        return {p[0] for p, m in zip(self.phrases, self.met) if not m}
+        return {p[0] for i, (p, m) in enumerate(zip(self.phrases, self.met)) if not m and i != self.pending}
 
     def advance(self, token: int) -> ConstraintState:
-        """The state after `token`. A phrase whose next token does not follow is abandoned (its
-        tokens so far no longer count); the token may then start an unmet phrase."""
-        if self.current >= 0 and token == self.phrases[self.current][self.at]:
-            return self._produced(self.current, self.at + 1)
-        for i, (phrase, met) in enumerate(zip(self.phrases, self.met)):
-            if not met and phrase[0] == token:
-                return self._produced(i, 1)
-        return self if self.current < 0 else ConstraintState(self.phrases, self.met)
+        """The state after `token`. A pending phrase is met if `token` may follow it, else it
+        counts no more; a phrase whose next token does not follow is abandoned, and the longest
+        end of what it had produced plus `token` that begins an unmet phrase goes on as that one."""
+        state = self
+        if self.pending >= 0:
+            met = self.met if self.follow is not None and token not in self.follow else self._with(self.pending)
+            state = replace(self, met=met, pending=-1)
+        return state._step(token)
+
+    def _step(self, token: int) -> ConstraintState:
+        if self.current >= 0:
+            if token == self.phrases[self.current][self.at]:
+                return self._produced(self.current, self.at + 1)
+            recent = self.phrases[self.current][: self.at] + (token,)
+        else:
+            recent = (token,)
+        for start in range(len(recent)):  # longest first
+            tail = recent[start:]
+            for i, (phrase, met) in enumerate(zip(self.phrases, self.met)):
+                if not met and phrase[: len(tail)] == tail:
+                    return self._produced(i, len(tail))
+        return self if self.current < 0 else replace(self, current=-1, at=0)
 
     def _produced(self, i: int, at: int) -> ConstraintState:
         if at < len(self.phrases[i]):
-            return ConstraintState(self.phrases, self.met, i, at)
-        return ConstraintState(self.phrases, self.met[:i] + (True,) + self.met[i + 1:])
+            return replace(self, current=i, at=at)
+        if self.follow is None:
+            return replace(self, met=self._with(i), current=-1, at=0)
+        return replace(self, current=-1, at=0, pending=i)
+
+    def _with(self, i: int) -> tuple[bool, ...]:
+        return self.met[:i] + (True,) + self.met[i + 1:]
 
 
-def constrained_step(lprobs: torch.Tensor, scores: torch.Tensor, states: list[list[ConstraintState]]
+def constrained_step(lprobs: torch.Tensor, scores: torch.Tensor, states: list[list[ConstraintState]],
+                     follow: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[ConstraintState]]]:
     """lprobs (A, K, V), scores (A, K), states (A lists of K) -> (cand_scores, cand_tokens,
     cand_beams), each (A, 2K), and the candidates' states (A lists of 2K), in striped bank order
-    (see the module's docstring). Candidates with a score of -inf come last."""
+    (see the module's docstring). Candidates with a score of -inf come last. `follow` (V,) bool:
+    the tokens that may follow a phrase; a beam with a pending phrase also offers its best of them."""
     a, k, v = lprobs.shape
     n = min(2 * k, k * v)
     total = scores.unsqueeze(-1) + lprobs  # (A, K, V)
     top_scores, top = total.view(a, k * v).topk(n, dim=-1)  # (A, 2K): plain beam search's candidates
     best = total.argmax(dim=-1)  # (A, K): each beam's best next token
+    best_follow = None if follow is None else total.masked_fill(~follow, NEG_INF).argmax(dim=-1)  # (A, K)
     out_scores = torch.full((a, n), NEG_INF, device=lprobs.device)
     out_tokens = torch.zeros((a, n), dtype=torch.long, device=lprobs.device)
     out_beams = torch.zeros((a, n), dtype=torch.long, device=lprobs.device)
@@ -92,7 +124,10 @@ def constrained_step(lprobs: torch.Tensor, scores: torch.Tensor, states: list[li
     for i in range(a):
         pairs = dict.fromkeys((f // v, f % v) for f in top[i].tolist())  # (beam, token), insertion-ordered
         for b in range(k):
-            pairs.update(dict.fromkeys((b, t) for t in (int(best[i, b]), *sorted(states[i][b].next_tokens()))))
+            extra = [int(best[i, b]), *sorted(states[i][b].next_tokens())]
+            if best_follow is not None and states[i][b].pending >= 0:
+                extra.append(int(best_follow[i, b]))
+            pairs.update(dict.fromkeys((b, t) for t in extra))
         beams, tokens = (torch.tensor(x, device=lprobs.device) for x in zip(*pairs))
         cand = total[i, beams, tokens].tolist()
         new = [states[i][b].advance(t) for b, t in pairs]
@@ -114,7 +149,7 @@ def ban_early_eos(lprobs: torch.Tensor, states: list[list[ConstraintState]], eos
     """In place: lprobs (N, V) of rows (sentence, beam) in order, states their hypotheses' -> EOS is
     -inf where a phrase is unmet, except on rows where nothing else may follow (the length limit,
     or bans such as no_repeat_ngram_size): those end with a phrase unmet, and the driver marks them."""
-    unmet = torch.tensor([not s.done for row in states for s in row], device=lprobs.device)  # (N,)
+    unmet = torch.tensor([not s.may_end for row in states for s in row], device=lprobs.device)  # (N,)
     if bool(unmet.any()):
         others = torch.cat([lprobs[:, :eos], lprobs[:, eos + 1:]], dim=1)  # (N, V-1)
         ban = unmet & torch.isfinite(others).any(dim=1)
