@@ -116,7 +116,12 @@ def constrained_step(lprobs: torch.Tensor, scores: torch.Tensor, states: list[li
     total = scores.unsqueeze(-1) + lprobs  # (A, K, V)
     top_scores, top = total.view(a, k * v).topk(n, dim=-1)  # (A, 2K): plain beam search's candidates
     best = total.argmax(dim=-1)  # (A, K): each beam's best next token
-    best_follow = None if follow is None else total.masked_fill(~follow, NEG_INF).argmax(dim=-1)  # (A, K)
+    pending = [(i, b) for i in range(a) for b in range(k) if states[i][b].pending >= 0]
+    best_follow = {}  # (sentence, beam) with a pending phrase -> its best token that may follow it
+    if follow is not None and pending:
+        rows = torch.tensor(pending, device=lprobs.device)  # (P, 2)
+        picks = total[rows[:, 0], rows[:, 1]].masked_fill(~follow, NEG_INF).argmax(dim=-1)  # (P,)
+        best_follow = dict(zip(pending, picks.tolist()))
     out_scores = torch.full((a, n), NEG_INF, device=lprobs.device)
     out_tokens = torch.zeros((a, n), dtype=torch.long, device=lprobs.device)
     out_beams = torch.zeros((a, n), dtype=torch.long, device=lprobs.device)
@@ -125,8 +130,8 @@ def constrained_step(lprobs: torch.Tensor, scores: torch.Tensor, states: list[li
         pairs = dict.fromkeys((f // v, f % v) for f in top[i].tolist())  # (beam, token), insertion-ordered
         for b in range(k):
             extra = [int(best[i, b]), *sorted(states[i][b].next_tokens())]
-            if best_follow is not None and states[i][b].pending >= 0:
-                extra.append(int(best_follow[i, b]))
+            if (i, b) in best_follow:
+                extra.append(best_follow[i, b])
             pairs.update(dict.fromkeys((b, t) for t in extra))
         beams, tokens = (torch.tensor(x, device=lprobs.device) for x in zip(*pairs))
         cand = total[i, beams, tokens].tolist()
@@ -151,6 +156,7 @@ def ban_early_eos(lprobs: torch.Tensor, states: list[list[ConstraintState]], eos
     or bans such as no_repeat_ngram_size): those end with a phrase unmet, and the driver marks them."""
     unmet = torch.tensor([not s.may_end for row in states for s in row], device=lprobs.device)  # (N,)
     if bool(unmet.any()):
-        others = torch.cat([lprobs[:, :eos], lprobs[:, eos + 1:]], dim=1)  # (N, V-1)
-        ban = unmet & torch.isfinite(others).any(dim=1)
-        lprobs[ban, eos] = NEG_INF
+        eos_lprobs = lprobs[:, eos].clone()
+        lprobs[:, eos] = NEG_INF
+        others = lprobs.amax(dim=1) > NEG_INF  # (N,): some other token may follow
+        lprobs[:, eos] = torch.where(unmet & others, NEG_INF, eos_lprobs)
