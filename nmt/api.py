@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from nmt.decoding.options import DecodingOptions
+from nmt.decoding.penalties import PENALTIES
 from nmt.decoding.results import NAN, Hypothesis, Translation
 from nmt.documents import fit_sentence, split_document, uses_spaces
 from nmt.errors import ConstraintError, DataError, TranslationError
@@ -27,6 +29,7 @@ from nmt.textio import decode_lines
 from nmt.tokenizer import EOS_ID
 
 if TYPE_CHECKING:
+    from nmt.confidence import Calibration
     from nmt.config import ExperimentConfig
     from nmt.tokenizer import Tokenizer
 
@@ -42,6 +45,7 @@ class Engine(Protocol):
     cfg: ExperimentConfig
     tokenizer: Tokenizer
     has_shortlist: bool  # a vocabulary shortlist came with the model: `shortlist` decoding is possible
+    calibration: Calibration | None  # the confidence model that came with it (nmt-calibrate), if any
 
     def decode(self, rows: list[list[int]], options: DecodingOptions,
                constraints: list[list[list[int]]] | None = None) -> list[list[Hypothesis]]:
@@ -67,6 +71,8 @@ class Translator:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.cfg, self.tokenizer = engine.cfg, engine.tokenizer
+        self.calibration = getattr(engine, "calibration", None)
+        self.redecoded = 0  # degenerate outputs decoded again so far (see `translate`)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", engine: str = "torch", int8: bool = False,
@@ -156,10 +162,40 @@ class Translator:
             rows = [out[i].source_ids + [EOS_ID] for i in todo]
             phrases = [self.tokenizer.encode_tgt(terms[i]) if terms[i] else [] for i in todo] if any(terms) else None
             for i, nbest in zip(todo, self.engine.decode(rows, options, phrases)):
-                for h in nbest:
-                    h.text = self.tokenizer.decode_tgt(h.tokens)
                 out[i].hypotheses = nbest
+            if self.calibration is not None:
+                self._check_degenerate([out[i] for i in todo], options, phrases)
+            for i in todo:
+                for h in out[i].hypotheses:
+                    h.text = self.tokenizer.decode_tgt(h.tokens)
+                out[i].confidence = self.confidence(out[i].best, len(out[i].source_ids), options)
         return out
+
+    def confidence(self, h: Hypothesis, n_source: int, options: DecodingOptions) -> float | None:
+        """The calibrated probability that `h` is a good translation (sentence chrF at least the
+        calibration's threshold; nmt/confidence.py); None without a calibration or a score
+        (greedy search, sampling)."""
+        if self.calibration is None or not math.isfinite(h.score):
+            return None
+        return self.calibration.confidence(self.calibration.signals(h.tokens, hypothesis_logprob(h, options), n_source))
+
+    def _check_degenerate(self, translations: list[Translation], options: DecodingOptions,
+                          phrases: list[list[list[int]]] | None) -> None:
+        """Outputs that loop or whose length is far outside the valid split's are decoded once
+        more with no_repeat_ngram_size 3 (unless it was set); counted in `redecoded`. Beam search
+        only, the search the calibration knows (greedy search and sampling are left as they are)."""
+        assert self.calibration is not None
+        if options.no_repeat_ngram_size or options.sampling or options.greedy:
+            return
+        bad = [j for j, t in enumerate(translations) if self.calibration.degenerate(t.best.tokens, len(t.source_ids))]
+        if not bad:
+            return
+        rows = [translations[j].source_ids + [EOS_ID] for j in bad]
+        again = self.engine.decode(rows, options.replace(no_repeat_ngram_size=3),
+                                   None if phrases is None else [phrases[j] for j in bad])
+        for j, nbest in zip(bad, again):
+            translations[j].hypotheses, translations[j].redecoded = nbest, True
+        self.redecoded += len(bad)
 
     def terms(self, texts: list[str], options: DecodingOptions, constraints: list[list[str]] | None = None,
               glossary: Glossary | None = None) -> list[list[str]]:
@@ -266,6 +302,13 @@ class Translator:
             if out is not target:
                 out.close()
         return n
+
+
+def hypothesis_logprob(h: Hypothesis, options: DecodingOptions) -> float:
+    """Its summed log-probability, EOS included: the engine's, or its score times the length penalty."""
+    if math.isfinite(h.logprob):
+        return h.logprob
+    return h.score * PENALTIES[options.length_penalty](len(h.tokens) + 1, options.alpha)
 
 
 def warn_truncated(translations: list[Translation], first_line: int, name: str, limit: int,

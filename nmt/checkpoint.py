@@ -21,6 +21,7 @@ from torch import nn
 from nmt.config import ConfigError, ExperimentConfig, from_dict
 from nmt.errors import CheckpointError
 from nmt.models import build_model
+from nmt.confidence import Calibration, read_calibration
 from nmt.shortlist import Shortlist
 from nmt.tokenizer import Tokenizer
 
@@ -83,6 +84,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     model: nn.Module
     shortlist: Shortlist | None = None  # the vocabulary shortlist stored with it (nmt-shortlist), if any
+    calibration: Calibration | None = None  # the confidence model stored with it (nmt-calibrate), if any
 
 
 @dataclass
@@ -129,7 +131,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         shortlist = None if shortlist is None else Shortlist.from_state_dict(shortlist)
     except (KeyError, TypeError, AttributeError):
         raise CheckpointError(f"{path}: damaged vocabulary shortlist entry; build it again with nmt-shortlist") from None
-    return LoadedModel(cfg=stored.cfg, tokenizer=stored.tokenizer, model=model.to(device).eval(), shortlist=shortlist)
+    return LoadedModel(cfg=stored.cfg, tokenizer=stored.tokenizer, model=model.to(device).eval(), shortlist=shortlist,
+                       calibration=read_calibration(stored.meta.get("calibration"), path))
+
 
 
 # --------------------------------------------------------------------------------------------

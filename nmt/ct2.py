@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nmt.config import ConfigError, ExperimentConfig, from_dict
+from nmt.confidence import read_calibration
 from nmt.decoding.options import DecodingOptions
 from nmt.decoding.penalties import final_score
 from nmt.decoding.results import NAN, Hypothesis
@@ -69,6 +70,8 @@ class CTranslate2Engine:
         directory = Path(directory)
         self.has_shortlist = (directory / "vmap.txt").is_file()  # nmt-export writes the checkpoint's shortlist there
         self.cfg = read_export_config(directory)
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        self.calibration = read_calibration(meta.get("calibration"), directory / META_FILE)
         try:
             self.tokenizer = Tokenizer.load(directory)
         except (OSError, RuntimeError) as err:

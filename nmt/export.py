@@ -110,7 +110,8 @@ def export_ctranslate2(loaded: LoadedModel, out_dir: str | Path, *, quantization
         else:
             (out / "vmap.txt").unlink(missing_ok=True)
         tok.save(out)
-        meta = {"format": EXPORT_FORMAT, "quantization": quantization, "config": loaded.cfg.to_dict()}
+        meta = {"format": EXPORT_FORMAT, "quantization": quantization, "config": loaded.cfg.to_dict(),
+                "calibration": None if loaded.calibration is None else loaded.calibration.state_dict()}
         (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     except OSError as err:
         raise ExportError(f"cannot write the export to {out}: {err.strerror or err}") from None

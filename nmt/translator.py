@@ -43,6 +43,7 @@ class TorchEngine:
         instead of one batch at a time on torch's intra-op threads."""
         self.model = cast("Seq2Seq[Any]", loaded.model)  # a Transformer or an RNNSeq2Seq
         self.cfg, self.tokenizer, self.shortlist = loaded.cfg, loaded.tokenizer, loaded.shortlist
+        self.calibration = loaded.calibration
         self.has_shortlist = loaded.shortlist is not None
         self.device = torch.device(device)
         self.max_tokens, self.max_sentences = max_tokens or 4096, max_sentences

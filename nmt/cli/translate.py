@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             translator.translate_file(sys.stdin.buffer if args.input == "-" else args.input, out, options=options,
                                       skip_invalid_utf8=args.skip_invalid_utf8, write=write,
                                       jsonl_input=args.constraints, glossary=glossary)
+        if translator.redecoded:
+            print(f"nmt-translate: {translator.redecoded} degenerate output(s) (a loop, or a length far outside the "
+                  "valid split's) decoded again with --no-repeat-ngram-size 3", file=sys.stderr)
         return 0
 
     return run_cli("nmt-translate", body)

@@ -34,6 +34,8 @@ class Translation:
     sentences: list[Translation] | None = None
     split: int = 0
     constraints: list[str] | None = None  # the target phrases it had to hold (given, or from a glossary)
+    confidence: float | None = None  # calibrated P(good translation) of the best hypothesis (nmt-calibrate)
+    redecoded: bool = False  # its first output was degenerate (a loop, a length far off) and was decoded again
 
     @property
     def best(self) -> Hypothesis:
@@ -68,6 +70,8 @@ class Translation:
                                 "weights": [[round(float(w), 4) for w in row] for row in weights]}
         if self.constraints is not None:
             out["constraints"], out["constraints_met"] = self.constraints, self.best.constraints_met
+        if self.confidence is not None:
+            out["confidence"], out["redecoded"] = round(self.confidence, 4), self.redecoded
         if self.sentences is not None:
             out["sentences"] = [s.as_dict(tokenizer) for s in self.sentences]
             out["split"] = self.split
