@@ -161,7 +161,7 @@ class Translator:
         if todo:
             rows = [out[i].source_ids + [EOS_ID] for i in todo]
             phrases = [self.tokenizer.encode_tgt(terms[i]) if terms[i] else [] for i in todo] if any(terms) else None
-            for i, nbest in zip(todo, self.engine.decode(rows, options, phrases)):
+            for i, nbest in zip(todo, self._decode(rows, options, phrases)):
                 out[i].hypotheses = nbest
             if self.calibration is not None:
                 self._check_degenerate([out[i] for i in todo], options, phrases)
@@ -170,6 +170,12 @@ class Translator:
                     h.text = self.tokenizer.decode_tgt(h.tokens)
                 out[i].confidence = self.confidence(out[i].best, len(out[i].source_ids), options)
         return out
+
+    def _decode(self, rows: list[list[int]], options: DecodingOptions,
+                phrases: list[list[list[int]]] | None) -> list[list[Hypothesis]]:
+        """The engine's decode; constraints passed only when there are some (an engine without
+        constrained search keeps the two-argument form)."""
+        return self.engine.decode(rows, options) if phrases is None else self.engine.decode(rows, options, phrases)
 
     def confidence(self, h: Hypothesis, n_source: int, options: DecodingOptions) -> float | None:
         """The calibrated probability that `h` is a good translation (sentence chrF at least the
@@ -191,8 +197,8 @@ class Translator:
         if not bad:
             return
         rows = [translations[j].source_ids + [EOS_ID] for j in bad]
-        again = self.engine.decode(rows, options.replace(no_repeat_ngram_size=3),
-                                   None if phrases is None else [phrases[j] for j in bad])
+        again = self._decode(rows, options.replace(no_repeat_ngram_size=3),
+                             None if phrases is None else [phrases[j] for j in bad])
         for j, nbest in zip(bad, again):
             translations[j].hypotheses, translations[j].redecoded = nbest, True
         self.redecoded += len(bad)

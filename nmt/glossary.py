@@ -5,7 +5,7 @@ in it; its target side then becomes a constraint of that sentence (nmt/decoding/
 
 Matching is on the text as the tokenizer normalises it (e.g. Traditional -> Simplified Chinese),
 ignoring case; in languages written with spaces a term matches whole words only ("cat" does not
-apply to "category"). Where terms overlap in a sentence, the longest applies (as a translator
+apply to "category"; a term in a script without spaces, such as Chinese, matches anywhere). Where terms overlap in a sentence, the longest applies (as a translator
 reading the sentence would choose "machine translation" over "translation").
 """
 
@@ -62,12 +62,18 @@ class Glossary:
         text = normalize(sentence).casefold()
         spans = []  # (start, end, target)
         for source, target in self.entries:
-            term = re.escape(normalize(source).casefold())
-            if uses_spaces(src_lang):
-                term = rf"(?<!\w){term}(?!\w)"
+            plain = normalize(source).casefold()
+            term = re.escape(plain)
+            if uses_spaces(src_lang):  # whole words: at an edge that is a letter of a script written with spaces
+                term = (r"(?<!\w)" if _spaced(plain[0]) else "") + term + (r"(?!\w)" if _spaced(plain[-1]) else "")
             spans += [(m.start(), m.end(), target) for m in re.finditer(term, text)]
         taken: list[tuple[int, int, str]] = []
         for start, end, target in sorted(spans, key=lambda s: (s[0] - s[1], s[0])):  # longest first
             if all(end <= a or start >= b for a, b, _ in taken):
                 taken.append((start, end, target))
         return list(dict.fromkeys(target for _, _, target in sorted(taken)))
+
+
+def _spaced(char: str) -> bool:
+    """A letter or digit of a script written with spaces (before the CJK blocks of Unicode)."""
+    return char.isalnum() and ord(char) < 0x2E80

@@ -147,6 +147,10 @@ class Sentence(BaseModel):
     attention: Attention | None = None
     constraints: list[str] | None = Field(None, description="the terms it had to hold (given or from the glossary)")
     constraints_met: bool | None = Field(None, description="whether the translation holds all of them")
+    confidence: float | None = Field(None, description="calibrated probability that the translation is good "
+                                                      "(models calibrated by nmt-calibrate; null otherwise)")
+    redecoded: bool = Field(False, description="its first output was degenerate (a loop, a length far off) and "
+                                               "was decoded again")
 
 
 class Result(Sentence):

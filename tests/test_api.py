@@ -94,11 +94,13 @@ def test_translate_file_matches_the_command_line(translator, toy_ckpt, tmp_path,
 def test_the_examples_in_docs_api_md_run(toy_ckpt, capsys):
     text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     code = "\n".join(blocks).replace("runs/quickstart/checkpoints/last.ckpt", str(toy_ckpt))
+    code = code.replace('"Peking"', '"j i"').replace('"machine translation"', '"a b"')  # terms the toy's letters can spell
     exec(compile(code, "docs/api.md", "exec"), {})
     out = capsys.readouterr().out
     assert out.startswith("xx -> yy\n")
     assert "'' -> ''" in out and "2 lines:" in out
     assert "[('我们走吧。', " in out and ", ('谢谢你！', " in out and ", ('他是老师。', " in out  # document mode's sentences
     assert "beam 8, GNMT length penalty alpha 1, max length 1.5*src+10" in out  # DecodingOptions' own defaults
+    assert "j i ['j i'] True" in out and "a b ['a b']" in out  # the terms block

@@ -406,6 +406,14 @@ def test_the_page_translates_in_headless_chromium(server):
         assert browser.find_element(By.ID, "output").text.splitlines() == \
             ["This is my book. She likes cats.", "", "Thank you."]
         assert len(browser.find_elements(By.CSS_SELECTOR, "#heatmaps table.heatmap")) == 3  # one per sentence
+        browser.find_element(By.ID, "document").click()  # back to lines, now with a glossary term
+        browser.find_element(By.ID, "source").clear()
+        browser.find_element(By.ID, "source").send_keys("她喜欢猫。")
+        browser.find_element(By.CSS_SELECTOR, "details summary").click()
+        browser.find_element(By.ID, "glossary").send_keys("猫 = teacher")
+        browser.find_element(By.ID, "translate").click()
+        WebDriverWait(browser, 60).until(lambda b: "teacher" in b.find_element(By.ID, "output").text)
+        browser.find_element(By.ID, "glossary").clear()
         browser.find_element(By.ID, "source").clear()
         browser.find_element(By.ID, "translate").click()
         assert "Type a sentence" in browser.find_element(By.ID, "status").text

@@ -39,6 +39,7 @@ def test_terms_apply_where_their_source_occurs_longest_first_whole_words_ignorin
     en = Glossary.of([("cat", "Katze"), ("New York", "New York")])
     assert en.terms_for("A Cat and a category in new york.", "en") == ["Katze", "New York"]
     assert en.terms_for("categories", "en") == []
+    assert Glossary.of({"北京": "Beijing"}).terms_for("I live in北京now", "en") == ["Beijing"]  # no spaces in Han
     traditional = Glossary.of({"機器": "machine"})  # matched after the tokenizer's normalisation
     assert traditional.terms_for("机器", "zh", normalize=lambda s: s.replace("機", "机")) == ["machine"]
 
