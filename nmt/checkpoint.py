@@ -78,6 +78,14 @@ def write_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def store_entry(path: str | Path, output: str | Path, key: str, value: Any) -> None:
+    """Write checkpoint `path` to `output` (may be the same file) with `value` stored under its
+    `nmt` entry's `key` (a shortlist, a calibration), atomically."""
+    ckpt = read_checkpoint(path)
+    ckpt["nmt"][key] = value
+    write_checkpoint(ckpt, output)
+
+
 @dataclass
 class LoadedModel:
     cfg: ExperimentConfig

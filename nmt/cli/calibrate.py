@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         from sacrebleu.metrics import CHRF
 
         from nmt.api import Translator, hypothesis_logprob
-        from nmt.checkpoint import read_checkpoint, write_checkpoint
+        from nmt.checkpoint import store_entry
         from nmt.confidence import FEATURES, auroc, fit, length_ratio, signals
         from nmt.errors import DataError
 
@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         features = [signals(r.target_ids, hypothesis_logprob(r.best, options), len(r.source_ids), median) for r in results]
         calibration = fit(np.array(features), good, threshold=args.threshold, ratios=ratios, search=options.describe())
         probs = [calibration.confidence(x) for x in features]
-        ckpt = read_checkpoint(args.checkpoint)
-        ckpt["nmt"]["calibration"] = calibration.state_dict()
-        write_checkpoint(ckpt, args.output)
+        store_entry(args.checkpoint, args.output, "calibration", calibration.state_dict())
         weights = ", ".join(f"{name} {w:+.2f}" for name, w in zip(FEATURES, calibration.weights))
         print(f"calibrated on {len(kept):,} pairs of {src} ({options.describe()}) in {time.perf_counter() - start:.1f} s: "
               f"{100 * good.mean():.1f}% at or above chrF {args.threshold:g}; weights {weights}; AUROC on these pairs "
@@ -90,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli("nmt-calibrate", body)
-
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
-        from nmt.checkpoint import read_checkpoint, read_stored_model, write_checkpoint
+        from nmt.checkpoint import read_stored_model, store_entry
         from nmt.config import from_dict
         from nmt.data import DataError, encode_and_clean, load_raw, open_prepared
         from nmt.shortlist import build_shortlist
@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                  for s, t in zip(batch["src_ids"], batch["tgt_ids"]))
         shortlist = build_shortlist(pairs, src_vocab=tok.src_vocab_size, tgt_vocab=tok.tgt_vocab_size,
                                     k=args.k, n_frequent=args.frequent)
-        ckpt = read_checkpoint(args.checkpoint)
-        ckpt["nmt"]["shortlist"] = shortlist.state_dict()
-        write_checkpoint(ckpt, args.output)
+        store_entry(args.checkpoint, args.output, "shortlist", shortlist.state_dict())
         print(f"shortlist of {args.k} target pieces per source piece and {len(shortlist.frequent)} always "
               f"(the {args.frequent} most frequent and the special ones) from {len(ds):,} pairs of {where} "
               f"in {time.perf_counter() - start:.1f} s; written to {args.output}")
