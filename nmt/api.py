@@ -256,8 +256,12 @@ class Translator:
         lengths = [len(ids) for ids in self.tokenizer.encode_src(sentences)]
         count = lambda s: len(self.tokenizer.encode_src([s])[0])  # noqa: E731  (only for cut sentences)
         pieces = [[s] if n <= limit else fit_sentence(s, count, limit) for s, n in zip(sentences, lengths)]
-        translated = iter(self.translate([p for ps in pieces for p in ps], options.replace(document=False),
-                                         glossary=glossary))
+        owner = [d for d, doc in enumerate(docs) for _ in doc.sentences]  # sentence -> its document
+        flat = [(n, p) for n, ps in enumerate(pieces) for p in ps]
+        try:
+            translated = iter(self.translate([p for _, p in flat], options.replace(document=False), glossary=glossary))
+        except ConstraintError as err:  # a glossary term too long for one sentence: name the document
+            raise ConstraintError(owner[flat[err.index][0]], f"a sentence of it: {err.reason}") from None
         gap = " " if uses_spaces(self.tgt_lang) else ""  # between the pieces of a cut sentence
         out, at = [], 0
         for text, doc in zip(texts, docs):

@@ -77,6 +77,8 @@ def test_impossible_terms_are_errors_naming_the_input(translator):
         translator.translate(["a"], sampling=True, constraints=[["j"]])
     with pytest.raises(TranslationError, match="document mode: constraints apply to sentences"):
         translator.translate(["a"], document=True, constraints=[["j"]])
+    with pytest.raises(ConstraintError, match="input 2: a sentence of it: its constraints need"):
+        translator.translate(["a b.", "c d. e."], document=True, glossary={"e": "j " * 30})
     with pytest.raises(ValueError, match="one list per input"):
         translator.translate(["a", "b"], constraints=[["j"]])
 
