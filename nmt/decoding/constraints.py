@@ -114,7 +114,7 @@ def constrained_step(lprobs: torch.Tensor, scores: torch.Tensor, states: list[li
     a, k, v = lprobs.shape
     n = min(2 * k, k * v)
     total = scores.unsqueeze(-1) + lprobs  # (A, K, V)
-    top_scores, top = total.view(a, k * v).topk(n, dim=-1)  # (A, 2K): plain beam search's candidates
+    top = total.view(a, k * v).topk(n, dim=-1).indices  # (A, 2K): plain beam search's candidates
     best = total.argmax(dim=-1)  # (A, K): each beam's best next token
     pending = [(i, b) for i in range(a) for b in range(k) if states[i][b].pending >= 0]
     best_follow = {}  # (sentence, beam) with a pending phrase -> its best token that may follow it
