@@ -61,7 +61,7 @@ class _RequestBase(BaseModel):
 
     constraints: list[list[Term]] | None = Field(None, description="per text item the target phrases (terms) its "
                                                                     "translation must hold; beam search, torch engine")
-    glossary: dict[Term, Term] | None = Field(None, description="source term -> target term: each applies to the "
+    glossary: dict[str, Term] | None = Field(None, description="source term -> target term: each applies to the "
                                                               "text items (sentences) its source term occurs in",
                                             examples=[{"机器翻译": "machine translation"}])
 
@@ -83,6 +83,8 @@ class _RequestBase(BaseModel):
     def _glossary(cls, glossary: dict[str, str] | None) -> dict[str, str] | None:
         for source, target in (glossary or {}).items():
             _unicode([source, target], "glossary")
+            if not source.strip():  # (a key pattern would not reach the schema's values: checked here)
+                raise ValueError("glossary: a source term must be non-empty text")
         return glossary
 
     @model_validator(mode="after")
