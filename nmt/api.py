@@ -152,15 +152,16 @@ class Translator:
                 raise TranslationError("document mode: constraints apply to sentences; give the terms as a glossary")
             return self._translate_documents(texts, options, glossary)
         limit = self.max_source_tokens
-        terms = self.terms(texts, options, constraints, glossary)
+        terms = self._gather_terms(texts, constraints, glossary)
         encoded = self.tokenizer.encode_src([s.strip() for s in texts])
+        term_ids = self._term_ids(terms, dict(enumerate(encoded)), options) if any(terms) else None
         out = [Translation(s, [Hypothesis([], 0.0, constraints_met=False if t else None)], truncated=len(ids) > limit,
                            source_ids=ids[:limit], constraints=t or None)
                for s, ids, t in zip(texts, encoded, terms)]
         todo = [i for i, ids in enumerate(encoded) if ids]
         if todo:
             rows = [out[i].source_ids + [EOS_ID] for i in todo]
-            phrases = [self.tokenizer.encode_tgt(terms[i]) if terms[i] else [] for i in todo] if any(terms) else None
+            phrases = None if term_ids is None else [term_ids[i] for i in todo]
             for i, nbest in zip(todo, self._decode(rows, options, phrases)):
                 out[i].hypotheses = nbest
             if self.calibration is not None:
@@ -208,6 +209,16 @@ class Translator:
         """Per input its target phrases: its constraints, then the glossary's terms that apply to
         it. Checked: beam search on the torch engine, and every input's phrases within its length
         limit (else a ConstraintError naming the input)."""
+        terms = self._gather_terms(texts, constraints, glossary)
+        if any(terms):
+            with_terms = [i for i, t in enumerate(terms) if t]
+            sources = self.tokenizer.encode_src([texts[i].strip() for i in with_terms])
+            self._term_ids(terms, dict(zip(with_terms, sources)), options)
+        return terms
+
+    def _gather_terms(self, texts: list[str], constraints: list[list[str]] | None,
+                      glossary: Glossary | None) -> list[list[str]]:
+        """Per input its constraints, then the glossary's terms that apply to it (each once)."""
         terms = []
         for i, text in enumerate(texts):
             given = list(constraints[i]) if constraints is not None else []
@@ -215,27 +226,32 @@ class Translator:
                 raise ConstraintError(i, f"a constraint must be non-empty text, got {given!r}")
             found = glossary.terms_for(text, self.src_lang, self.tokenizer.normalize_src) if glossary else []
             terms.append(given + [t for t in found if t not in given])
-        if not any(terms):
-            return terms
+        return terms
+
+    def _term_ids(self, terms: list[list[str]], sources: dict[int, list[int]],
+                  options: DecodingOptions) -> list[list[list[int]]]:
+        """Per input its phrases as target ids, checked against the search (beam search, torch
+        engine), the target vocabulary and the length limit of its source (`sources`: the source
+        ids of every input with terms)."""
         if options.sampling:
             raise TranslationError("constraints and glossary terms need beam search, not sampling")
         if self.engine.name != "torch":
             raise TranslationError(f"constraints and glossary terms need the torch engine: {self.engine.name} has "
                                    "no lexically constrained search (docs/terminology.md)")
         cap, limit = self.cfg.model.max_positions - 1, self.max_source_tokens
-        with_terms = [i for i, t in enumerate(terms) if t]
-        sources = self.tokenizer.encode_src([texts[i].strip() for i in with_terms])
-        for i, src in zip(with_terms, sources):
-            pieces = self.tokenizer.encode_tgt(terms[i])
-            for term, ids in zip(terms[i], pieces):
+        ids_of: list[list[list[int]]] = []
+        for i, phrases in enumerate(terms):
+            pieces = self.tokenizer.encode_tgt(phrases) if phrases else []
+            for term, ids in zip(phrases, pieces):
                 if not ids or min(ids) <= EOS_ID:  # no pieces, or one the target vocabulary lacks (unknown)
                     raise ConstraintError(i, f"the term {term!r} has characters the target vocabulary lacks")
-            need = sum(map(len, pieces))
+            need, src = sum(map(len, pieces)), sources.get(i, [])
             most = min(int((min(len(src), limit) + 1) * options.max_len_a + options.max_len_b), cap)  # as max_output_lengths
             if src and need > most:
                 raise ConstraintError(i, f"its constraints need {need} target tokens, more than its length limit "
                                          f"of {most} (max_len_a * source tokens + max_len_b)")
-        return terms
+            ids_of.append(pieces)
+        return ids_of
 
     @property
     def max_sentence_tokens(self) -> int:

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from nmt.confidence import Calibration, read_calibration
 from nmt.config import ConfigError, ExperimentConfig, from_dict
 from nmt.errors import CheckpointError
 from nmt.models import build_model
-from nmt.confidence import Calibration, read_calibration
 from nmt.shortlist import Shortlist
 from nmt.tokenizer import Tokenizer
 
@@ -141,7 +141,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise CheckpointError(f"{path}: damaged vocabulary shortlist entry; build it again with nmt-shortlist") from None
     return LoadedModel(cfg=stored.cfg, tokenizer=stored.tokenizer, model=model.to(device).eval(), shortlist=shortlist,
                        calibration=read_calibration(stored.meta.get("calibration"), path))
-
 
 
 # --------------------------------------------------------------------------------------------

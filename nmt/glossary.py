@@ -5,8 +5,9 @@ in it; its target side then becomes a constraint of that sentence (nmt/decoding/
 
 Matching is on the text as the tokenizer normalises it (e.g. Traditional -> Simplified Chinese),
 ignoring case; in languages written with spaces a term matches whole words only ("cat" does not
-apply to "category"; a term in a script without spaces, such as Chinese, matches anywhere). Where terms overlap in a sentence, the longest applies (as a translator
-reading the sentence would choose "machine translation" over "translation").
+apply to "category"; a term in a script without spaces, such as Chinese, matches anywhere).
+Where terms overlap in a sentence, the longest applies (as a translator reading the sentence
+would choose "machine translation" over "translation").
 """
 
 from __future__ import annotations

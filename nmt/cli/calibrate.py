@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         from nmt.checkpoint import store_entry
         from nmt.confidence import FEATURES, auroc, fit, length_ratio, signals
         from nmt.errors import DataError
+        from nmt.textio import read_text_lines
 
         if not 0 < args.threshold < 100:
             raise UsageError(f"--threshold is a chrF between 0 and 100 (got {args.threshold})")
@@ -50,15 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("the checkpoint's valid data is not line-aligned text files: give --src and --ref")
         src = args.src or Path(f"{data.valid}.{data.src_lang}")
         ref = args.ref or Path(f"{data.valid}.{data.tgt_lang}")
-        lines = []
-        for path in (src, ref):
-            try:
-                lines.append(path.read_text(encoding="utf-8").splitlines())
-            except OSError as err:
-                raise DataError(f"cannot read {path}: {err.strerror}") from None
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
-        sources, refs = lines
+        sources, refs = read_text_lines(src), read_text_lines(ref)
         if len(sources) != len(refs):
             raise DataError(f"{src} has {len(sources)} lines but {ref} has {len(refs)}")
         options = translator.defaults
