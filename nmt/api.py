@@ -188,21 +188,35 @@ class Translator:
 
     def _check_degenerate(self, translations: list[Translation], options: DecodingOptions,
                           phrases: list[list[list[int]]] | None) -> None:
-        """Outputs that loop or whose length is far outside the valid split's are decoded once
-        more with no_repeat_ngram_size 3 (unless it was set); counted in `redecoded`. Beam search
-        only, the search the calibration knows (greedy search and sampling are left as they are)."""
+        """Degenerate outputs (Calibration.degenerate) are decoded once more, with
+        no_repeat_ngram_size 3, and a too-short one also with the valid split's shortest usual
+        length as its minimum (Calibration.shortest); the new output replaces the first, marked
+        `redecoded`, counted in `redecoded`. Only with `options.redecode`, for beam search (the
+        search the calibration knows) without an n-gram ban of its own."""
         assert self.calibration is not None
-        if options.no_repeat_ngram_size or options.sampling or options.greedy:
+        if not options.redecode or options.no_repeat_ngram_size or options.sampling or options.greedy:
             return
-        bad = [j for j, t in enumerate(translations) if self.calibration.degenerate(t.best.tokens, len(t.source_ids))]
-        if not bad:
-            return
-        rows = [translations[j].source_ids + [EOS_ID] for j in bad]
-        again = self._decode(rows, options.replace(no_repeat_ngram_size=3),
-                             None if phrases is None else [phrases[j] for j in bad])
-        for j, nbest in zip(bad, again):
-            translations[j].hypotheses, translations[j].redecoded = nbest, True
-        self.redecoded += len(bad)
+        again: dict[DecodingOptions, list[int]] = {}  # the options of the second decoding -> its outputs
+        for j, t in enumerate(translations):
+            kind = self.calibration.degenerate(t.best.tokens, len(t.source_ids))
+            if kind is None:
+                continue
+            retry = options.replace(no_repeat_ngram_size=3)
+            if kind == "short":
+                n = len(t.source_ids)
+                retry = retry.replace(min_len=max(options.min_len, min(self.calibration.shortest(n),
+                                                                       self.output_limit(n, options))))
+            again.setdefault(retry, []).append(j)
+        for retry, bad in again.items():
+            rows = [translations[j].source_ids + [EOS_ID] for j in bad]
+            for j, nbest in zip(bad, self._decode(rows, retry, None if phrases is None else [phrases[j] for j in bad])):
+                translations[j].hypotheses, translations[j].redecoded = nbest, True
+            self.redecoded += len(bad)
+
+    def output_limit(self, n_source: int, options: DecodingOptions) -> int:
+        """The most output tokens (EOS not counted) for a source of `n_source` tokens (within the
+        model's positions): max_len_a * (n_source + EOS) + max_len_b, as the engines count it."""
+        return min(int((n_source + 1) * options.max_len_a + options.max_len_b), self.cfg.model.max_positions - 1)
 
     def terms(self, texts: list[str], options: DecodingOptions, constraints: list[list[str]] | None = None,
               glossary: Glossary | None = None) -> list[list[str]]:
@@ -238,7 +252,6 @@ class Translator:
         if self.engine.name != "torch":
             raise TranslationError(f"constraints and glossary terms need the torch engine: {self.engine.name} has "
                                    "no lexically constrained search (docs/terminology.md)")
-        cap, limit = self.cfg.model.max_positions - 1, self.max_source_tokens
         ids_of: list[list[list[int]]] = []
         for i, phrases in enumerate(terms):
             pieces = self.tokenizer.encode_tgt(phrases) if phrases else []
@@ -246,7 +259,7 @@ class Translator:
                 if not ids or min(ids) <= EOS_ID:  # no pieces, or one the target vocabulary lacks (unknown)
                     raise ConstraintError(i, f"the term {term!r} has characters the target vocabulary lacks")
             need, src = sum(map(len, pieces)), sources.get(i, [])
-            most = min(int((min(len(src), limit) + 1) * options.max_len_a + options.max_len_b), cap)  # as max_output_lengths
+            most = self.output_limit(min(len(src), self.max_source_tokens), options)
             if src and need > most:
                 raise ConstraintError(i, f"its constraints need {need} target tokens, more than its length limit "
                                          f"of {most} (max_len_a * source tokens + max_len_b)")

@@ -7,8 +7,9 @@ Signals of one hypothesis (`signals`):
 - length_deviation: how far log(output length / source length) is from the valid split's median
   (outputs much shorter or longer than usual for the pair drop or invent content);
 - repeats: the share of its 3-grams that already occurred in it (a looping output).
-Degenerate outputs (`Calibration.degenerate`): a repeated 3-gram share of at least 0.3, or a
-length ratio outside the valid split's 1st-99th percentile range widened by half its width.
+Degenerate outputs (`Calibration.degenerate`): a repeated 3-gram share of at least 0.3 (a loop),
+or a length ratio outside the valid split's 1st-99th percentile range widened by half its width
+(too short: content dropped; too long). The Translator decodes them once more (`redecode`).
 """
 
 from __future__ import annotations
@@ -61,12 +62,21 @@ class Calibration:
         z = sum(w * (x - m) / s for w, x, m, s in zip(self.weights, features, self.mean, self.std)) + self.bias
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
-    def degenerate(self, tokens: Sequence[int], n_source: int) -> bool:
-        """A looping output, or a length ratio far outside the valid split's range."""
+    def degenerate(self, tokens: Sequence[int], n_source: int) -> str | None:
+        """Why an output is degenerate, or None: "loop" (a repeated 3-gram share of at least
+        LOOP_SHARE), "short" or "long" (a length ratio far outside the valid split's range)."""
         low, high = self.ratio_range
         margin = (high - low) / 2
         ratio = length_ratio(len(tokens), n_source)
-        return repeated_share(tokens) >= LOOP_SHARE or not low - margin <= ratio <= high + margin
+        if repeated_share(tokens) >= LOOP_SHARE:
+            return "loop"
+        return "short" if ratio < low - margin else "long" if ratio > high + margin else None
+
+    def shortest(self, n_source: int) -> int:
+        """The fewest output tokens (EOS not counted) usual for a source of `n_source` tokens: the
+        valid split's 1st-percentile length ratio. A too-short output is decoded again with this as
+        its minimum length."""
+        return max(0, math.ceil(math.exp(self.ratio_range[0]) * (n_source + 1)) - 1)
 
     def state_dict(self) -> dict:
         return asdict(self)

@@ -45,13 +45,21 @@ def test_the_logistic_fit_recovers_a_known_model():
     assert Calibration.from_state_dict(json.loads(json.dumps(c.state_dict()))) == c
 
 
+def calibration(low: float, high: float) -> Calibration:
+    return Calibration(threshold=50.0, mean=(0, 0, 0), std=(1, 1, 1), weights=(1, 0, 0), bias=0.0, median_ratio=0.0,
+                       ratio_range=(low, high), search="", sentences=100, good_share=0.5)
+
+
 def test_loops_and_lengths_far_off_are_degenerate():
-    c = Calibration(threshold=50.0, mean=(0, 0, 0), std=(1, 1, 1), weights=(1, 0, 0), bias=0.0, median_ratio=0.0,
-                    ratio_range=(-0.5, 0.5), search="", sentences=100, good_share=0.5)
-    assert not c.degenerate([4, 5, 6, 7, 8], 5)
-    assert c.degenerate([4, 5, 6] * 4, 12)  # 10 trigrams, 7 repeated
-    assert not c.degenerate(list(range(4, 11)), 5)  # ratio log(8/6) = 0.29: inside
-    assert c.degenerate(list(range(4, 24)), 5)  # log(21/6) = 1.25 > 0.5 + 0.5
+    c = calibration(-0.5, 0.5)  # a margin of 0.5: ratios from -1 to 1 are usual
+    assert c.degenerate([4, 5, 6, 7, 8], 5) is None
+    assert c.degenerate([4, 5, 6] * 4, 12) == "loop"  # 10 trigrams, 7 repeated
+    assert c.degenerate(list(range(4, 11)), 5) is None  # ratio log(8/6) = 0.29: inside
+    assert c.degenerate(list(range(4, 24)), 5) == "long"  # log(21/6) = 1.25 > 0.5 + 0.5
+    assert c.degenerate([4], 10) == "short"  # log(2/11) = -1.70 < -1
+    assert c.degenerate([4, 5, 6, 7], 10) is None  # log(5/11) = -0.79
+    assert c.shortest(5) == 3 and c.shortest(10) == 6  # ceil(e^-0.5 * 6) - 1, ceil(e^-0.5 * 11) - 1
+    assert calibration(-9.0, 0.0).shortest(3) == 0
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +67,41 @@ def translator(toy_ckpt):
     return Translator.from_checkpoint(toy_ckpt)
 
 
+TEXTS = ["a b c d", "e f g", "h i j a b", "c"]
+
+
 def test_degenerate_outputs_are_decoded_again_with_no_repeated_trigrams(toy_ckpt, translator):
-    texts = ["a b c d", "e f g", "h i j a b"]
-    expected = translator.translate(texts, beam_size=3, no_repeat_ngram_size=3)
+    expected = translator.translate(TEXTS, beam_size=3, no_repeat_ngram_size=3)
     strict = Translator.from_checkpoint(toy_ckpt)
-    strict.calibration = Calibration(threshold=50.0, mean=(0, 0, 0), std=(1, 1, 1), weights=(1, 0, 0), bias=0.0,
-                                     median_ratio=0.0, ratio_range=(5.0, 5.0), search="", sentences=1, good_share=0.5)
-    got = strict.translate(texts, beam_size=3)  # every length ratio is far below 5: all degenerate
+    strict.calibration = calibration(-5.0, -5.0)  # every output is far longer than "usual"
+    got = strict.translate(TEXTS, beam_size=3)
     assert [t.text for t in got] == [t.text for t in expected]
-    assert all(t.redecoded for t in got) and strict.redecoded == 3
+    assert all(t.redecoded for t in got) and strict.redecoded == 4
     assert all(0.0 <= t.confidence <= 1.0 for t in got)
-    assert not any(t.redecoded for t in strict.translate(texts, beam_size=3, no_repeat_ngram_size=2))  # set: not again
+    assert not any(t.redecoded for t in strict.translate(TEXTS, beam_size=3, no_repeat_ngram_size=2))  # set: not again
+    assert not any(t.redecoded for t in strict.translate(TEXTS, beam_size=3, redecode=False))  # turned off
+    assert strict.redecoded == 4
+
+
+def test_too_short_outputs_are_decoded_again_at_least_as_long_as_the_valid_splits_shortest(toy_ckpt, translator):
+    """Usual ratios here: log((out + 1) / (src + 1)) = 1 exactly, so an output is too short when it
+    has fewer than e * (src + 1) - 1 tokens; it is then decoded with that as its minimum length
+    (within the length limit), one option set per length."""
+    strict = Translator.from_checkpoint(toy_ckpt)
+    strict.calibration = c = calibration(1.0, 1.0)
+    first = translator.translate(TEXTS, beam_size=3)
+    got = strict.translate(TEXTS, beam_size=3)
+    lengths = set()
+    for t, plain, g in zip(TEXTS, first, got):
+        n = len(plain.source_ids)
+        if c.degenerate(plain.target_ids, n) != "short":
+            assert not g.redecoded and g.text == plain.text
+            continue
+        least = min(c.shortest(n), strict.output_limit(n, strict.defaults))
+        (want,) = translator.translate([t], beam_size=3, no_repeat_ngram_size=3, min_len=least)
+        assert g.redecoded and g.text == want.text and len(g.target_ids) >= least
+        lengths.add(least)
+    assert len(lengths) >= 2  # sentences of different lengths: decoded under different minimum lengths
 
 
 def test_nmt_calibrate_stores_a_calibration_every_output_then_reports(toy_ckpt, translator, tmp_path):
@@ -94,6 +126,9 @@ def test_nmt_calibrate_stores_a_calibration_every_output_then_reports(toy_ckpt, 
     jsonl = run("nmt.cli.translate", "--checkpoint", str(out), "--src", "xx", "--tgt", "yy", "--output-format", "jsonl",
                 stdin="a b c\n")
     assert jsonl.returncode == 0 and 0.0 <= json.loads(jsonl.stdout)["confidence"] <= 1.0
+    kept = run("nmt.cli.translate", "--checkpoint", str(out), "--src", "xx", "--tgt", "yy", "--output-format", "jsonl",
+               "--no-redecode", stdin="a b c\n")
+    assert kept.returncode == 0 and json.loads(kept.stdout)["redecoded"] is False
     (tmp_path / "foreign.yy").write_text("zzz qqq\n" * 40, encoding="utf-8")  # every output below chrF 50
     same = run("nmt.cli.calibrate", str(toy_ckpt), "-o", str(out), "--src", str(tmp_path / "valid.xx"),
                "--ref", str(tmp_path / "foreign.yy"))

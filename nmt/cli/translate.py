@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                                       jsonl_input=args.constraints, glossary=glossary)
         if translator.redecoded:
             print(f"nmt-translate: {translator.redecoded} degenerate output(s) (a loop, or a length far outside the "
-                  "valid split's) decoded again with --no-repeat-ngram-size 3", file=sys.stderr)
+                  "valid split's) decoded again (--no-redecode keeps them as they are)", file=sys.stderr)
         return 0
 
     return run_cli("nmt-translate", body)

@@ -47,6 +47,9 @@ class DecodingOptions:
                                  "the model's positions)", ge=0.0, le=100.0)
     max_len_b: int = _opt(10, "see max_len_a", ge=0, le=10_000)
     no_repeat_ngram_size: int = _opt(0, "no n-gram of this size occurs twice in an output (0: off)", ge=0, le=100)
+    redecode: bool = _opt(True, "with a calibrated model (nmt-calibrate), decode a degenerate output once more: a "
+                                "loop without repeated 3-grams, a too-short one at least as long as the valid "
+                                "split's shortest usual (beam search)")
     sampling: bool = _opt(False, "sample one output per sentence instead of searching (beam options ignored)")
     temperature: float = _opt(1.0, "sampling temperature", ge=0.01, le=100.0)
     top_k: int = _opt(0, "sampling: only among the k most likely tokens (0: all)", ge=0, le=1_000_000)
@@ -137,7 +140,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         m = f.metadata
         if not m["flag"]:
             continue
-        if isinstance(f.default, bool):
+        if isinstance(f.default, bool) and f.default:  # on unless turned off: --no-NAME
+            group.add_argument("--no-" + flag_name(name)[2:], dest=name, action="store_false", default=None,
+                               help=f"do not: {m['help']}")
+        elif isinstance(f.default, bool):
             group.add_argument(flag_name(name), action="store_true", default=None, help=m["help"])
         else:
             group.add_argument(flag_name(name), type=type(f.default), default=None, choices=m["choices"],
