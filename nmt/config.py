@@ -90,6 +90,11 @@ class ModelConfig:
     activation_dropout: float = 0.0  # on the feed-forward hidden ReLU (not in the paper; tensor2tensor used it)
     norm_first: bool = False  # False: post-norm as in the paper; True: pre-norm
     tie_embeddings: bool = True  # decoder input = output projection (and encoder, if joint)
+    # Transformer options where models in use differ from the paper (Marian's OPUS-MT models use the second choices):
+    activation: str = "relu"  # of the feed-forward hidden layer: relu (the paper) | swish (SiLU, x * sigmoid(x))
+    positions: str = "interleaved"  # sinusoid columns: interleaved (the paper: sin at 2i, cos at 2i+1) | halves
+    # (Marian: the sines of every frequency, then the cosines)
+    output_bias: bool = False  # a bias on the output layer's logits (the paper has none; Marian's final_logits_bias)
     max_positions: int = 1024  # length of the sinusoidal table (rnn: the longest input translated)
     rnn_cell: str = "lstm"  # rnn only: lstm | gru
     rnn_hidden_size: int = 512  # rnn only: decoder state and annotation width (each encoder direction: half)
@@ -165,6 +170,8 @@ _CHOICES = {
     ("model", "type"): ("transformer", "rnn"),
     ("model", "rnn_cell"): ("lstm", "gru"),
     ("model", "rnn_attention"): ("bahdanau", "general", "dot"),
+    ("model", "activation"): ("relu", "swish"),
+    ("model", "positions"): ("interleaved", "halves"),
     ("optim", "lr_schedule"): ("noam", "inverse_sqrt"),
 }
 NORMALIZE_STEPS = ("nfkc", "zh_hans")  # implemented in nmt.tokenizer.NORMALIZERS
@@ -240,6 +247,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     checks = [
         (m.d_model % m.n_heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})"),
         (m.d_model > 0 and m.n_heads > 0 and m.d_ff > 0, "model.d_model, n_heads and d_ff must be positive"),
+        (m.type == "transformer" or (m.activation, m.positions, m.output_bias) == ("relu", "interleaved", False),
+         "model.activation, positions and output_bias are Transformer options: leave them at relu, interleaved, false for an rnn"),
         (m.rnn_hidden_size >= 2 and m.rnn_hidden_size % 2 == 0, f"model.rnn_hidden_size must be even and >= 2, got {m.rnn_hidden_size}"),
         (m.n_encoder_layers >= 1 and m.n_decoder_layers >= 1, "model.n_encoder_layers and n_decoder_layers must be >= 1"),
         (0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}"),

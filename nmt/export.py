@@ -68,7 +68,7 @@ def export_ctranslate2(loaded: LoadedModel, out_dir: str | Path, *, quantization
     """Write a CTranslate2 model directory for a Transformer checkpoint (weights in float32 unless
     `quantization` is one of QUANTIZATIONS; CTranslate2 can also quantize at load time)."""
     import_ctranslate2()
-    from ctranslate2.specs import transformer_spec
+    from ctranslate2.specs import common_spec, transformer_spec
 
     cfg, tok = loaded.cfg.model, loaded.tokenizer
     model: Any = loaded.model  # a Transformer (checked below); its submodules are read by name
@@ -76,9 +76,11 @@ def export_ctranslate2(loaded: LoadedModel, out_dir: str | Path, *, quantization
         raise ExportError(f"only Transformer checkpoints can be exported to CTranslate2 (model.type is {cfg.type})")
     if quantization not in (None, *QUANTIZATIONS):
         raise ExportError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    activation = common_spec.Activation.SWISH if cfg.activation == "swish" else common_spec.Activation.RELU
     # alignment_heads = all heads: attention heatmaps average the heads of the last layer, as ours do
     spec = transformer_spec.TransformerSpec.from_config((cfg.n_encoder_layers, cfg.n_decoder_layers), cfg.n_heads,
-                                                        pre_norm=cfg.norm_first, alignment_heads=cfg.n_heads)
+                                                        pre_norm=cfg.norm_first, activation=activation,
+                                                        alignment_heads=cfg.n_heads)
     enc, dec = spec.encoder, spec.decoder
     _embeddings(enc, model.src_embed, cfg.max_positions)
     _embeddings(dec, model.tgt_embed, cfg.max_positions)

@@ -1,7 +1,8 @@
 """CTranslate2 export and int8 inference: the exported model computes what ours computes.
 
 Property 1 (exact mapping): CTranslate2's log-probabilities of a given target (score_batch) equal
-our teacher-forced ones, for post-norm and pre-norm models, tied and untied. Property 2: beam
+our teacher-forced ones, for post-norm and pre-norm models, tied and untied, and with Marian's
+swish activation, sinusoid layout and output bias. Property 2: beam
 search through `nmt-translate --engine ctranslate2` gives our beam search's output. Property 3:
 int8 (torch dynamic quantisation) changes the log-probabilities only a little.
 """
@@ -40,10 +41,12 @@ def our_logprobs(model, src_ids: list[int], tgt_ids: list[int]) -> torch.Tensor:
     return lprobs.gather(1, torch.tensor(tgt_ids + [EOS_ID])[:, None])[:, 0]
 
 
-@pytest.mark.parametrize("norm_first", [False, True])
-def test_ctranslate2_scores_equal_ours(toy_ckpt, tmp_path, norm_first):
+@pytest.mark.parametrize("variant", [dict(norm_first=False), dict(norm_first=True),
+                                     dict(activation="swish", positions="halves", output_bias=True)],  # Marian's
+                         ids=["post-norm", "pre-norm", "swish-halves-bias"])
+def test_ctranslate2_scores_equal_ours(toy_ckpt, tmp_path, variant):
     loaded = load_model(toy_ckpt)
-    cfg = dataclasses.replace(loaded.cfg, model=dataclasses.replace(loaded.cfg.model, norm_first=norm_first, dropout=0.0))
+    cfg = dataclasses.replace(loaded.cfg, model=dataclasses.replace(loaded.cfg.model, **variant, dropout=0.0))
     torch.manual_seed(3)
     model = build_model(cfg.model, loaded.tokenizer).eval()  # random weights: every parameter matters
     for p in model.parameters():  # non-trivial LayerNorm parameters and biases too

@@ -28,6 +28,41 @@ def test_sinusoidal_encoding_matches_the_formula():
             assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-5)
 
 
+def test_the_halves_layout_holds_the_same_sinusoids_sines_first():
+    """Marian's layout: column i is sin(pos / 10000^(2i/D)), column D/2 + i its cosine."""
+    table = sinusoidal_table(50, 16, "halves")
+    for pos in (0, 1, 7, 49):
+        for i in range(8):
+            angle = pos / 10000 ** (2 * i / 16)
+            assert table[pos, i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 8 + i].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_swish_feed_forward_and_an_output_bias_by_hand():
+    from nmt.models.transformer import FeedForward
+
+    torch.manual_seed(0)
+    ffn, x = FeedForward(8, 16, 0.0, "swish"), torch.randn(2, 3, 8)
+    h = ffn.w1(x)
+    torch.testing.assert_close(ffn(x), ffn.w2(h * torch.sigmoid(h)))
+    relu = FeedForward(8, 16, 0.0)
+    torch.testing.assert_close(relu(x), relu.w2(relu.w1(x).clamp(min=0)))  # the paper's max(0, .)
+    plain, marian = small_model(), small_model(activation="swish", positions="halves", output_bias=True)
+    assert "generator.bias" not in plain.state_dict() and plain.state_dict().keys() == \
+        {k for k in marian.state_dict() if k != "generator.bias"}  # the options add no weights but the bias
+    assert bool((marian.generator.bias == 0).all())  # starts at zero
+    src, tgt, bias = torch.tensor([[5, 6, 7, 3]]), torch.tensor([[2, 8, 9]]), torch.arange(50.0)
+    with torch.no_grad():
+        marian.load_state_dict({**plain.state_dict(), "generator.bias": bias})  # the plain weights, and a bias
+        marian.src_embed.pe.copy_(plain.src_embed.pe)  # (one module with a joint vocabulary): the same positions
+        expected = plain(src, make_pad_mask(src), tgt)
+        with_swish = marian(src, make_pad_mask(src), tgt) - bias
+        for layer in [*marian.encoder.layers, *marian.decoder.layers]:
+            layer.ffn.activation = torch.relu
+        torch.testing.assert_close(marian(src, make_pad_mask(src), tgt) - bias, expected)  # the bias is added
+    assert not torch.allclose(with_swish, expected)  # and swish is used
+
+
 def test_masks_follow_true_means_may_attend():
     ids = torch.tensor([[5, 6, PAD_ID]])
     assert make_pad_mask(ids).tolist() == [[[[True, True, False]]]]

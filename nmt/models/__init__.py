@@ -79,4 +79,7 @@ def describe_model(m: ModelConfig) -> str:
                 f"hidden {m.rnn_hidden_size}, embeddings {m.d_model}, {m.rnn_attention} attention"
                 f"{', input feeding' if m.input_feeding else ''}")
     return (f"{m.n_encoder_layers}+{m.n_decoder_layers} layers, d_model {m.d_model}, d_ff {m.d_ff}, "
-            f"{m.n_heads} heads, {'pre' if m.norm_first else 'post'}-norm")
+            f"{m.n_heads} heads, {'pre' if m.norm_first else 'post'}-norm"
+            + (f", {m.activation}" if m.activation != "relu" else "")
+            + (f", {m.positions} positions" if m.positions != "interleaved" else "")
+            + (", output bias" if m.output_bias else ""))

@@ -22,10 +22,15 @@ from nmt.tokenizer import PAD_ID
 KV = tuple[torch.Tensor, torch.Tensor]  # keys and values, each (B, H, len, Dh)
 
 
-def sinusoidal_table(n_positions: int, d_model: int) -> torch.Tensor:
-    """Section 3.5: PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(same). (P, D)"""
-    pos = torch.arange(n_positions, dtype=torch.float32)[:, None]  # (P, 1)
-    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)  # (D/2,)
+def sinusoidal_table(n_positions: int, d_model: int, layout: str = "interleaved") -> torch.Tensor:
+    """Section 3.5: PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(same). (P, D)
+    layout "halves" (Marian's): the same values with the sines in columns 0..D/2-1 and the cosines
+    in D/2..D-1, computed in float64 as Marian and transformers do, then cast."""
+    dtype = torch.float64 if layout == "halves" else torch.float32
+    pos = torch.arange(n_positions, dtype=dtype)[:, None]  # (P, 1)
+    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=dtype) / d_model)  # (D/2,)
+    if layout == "halves":
+        return torch.cat([torch.sin(pos * inv_freq), torch.cos(pos * inv_freq)], dim=1).float()
     table = torch.zeros(n_positions, d_model)
     table[:, 0::2] = torch.sin(pos * inv_freq)
     table[:, 1::2] = torch.cos(pos * inv_freq)
@@ -47,11 +52,12 @@ class Embeddings(nn.Module):
 
     pe: torch.Tensor  # (max_positions, D), a buffer
 
-    def __init__(self, vocab_size: int, d_model: int, max_positions: int, dropout: float) -> None:
+    def __init__(self, vocab_size: int, d_model: int, max_positions: int, dropout: float,
+                 positions: str = "interleaved") -> None:
         super().__init__()
         self.d_model = d_model
         self.tokens = token_embedding(vocab_size, d_model)
-        self.register_buffer("pe", sinusoidal_table(max_positions, d_model), persistent=False)
+        self.register_buffer("pe", sinusoidal_table(max_positions, d_model, positions), persistent=False)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
@@ -117,17 +123,19 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Section 3.3, eq. 2: FFN(x) = max(0, x W1 + b1) W2 + b2."""
+    """Section 3.3, eq. 2: FFN(x) = max(0, x W1 + b1) W2 + b2; with activation "swish" (not in
+    the paper; Marian's OPUS-MT models), (x W1 + b1) * sigmoid(x W1 + b1) in place of the max."""
 
-    def __init__(self, d_model: int, d_ff: int, activation_dropout: float) -> None:
+    def __init__(self, d_model: int, d_ff: int, activation_dropout: float, activation: str = "relu") -> None:
         super().__init__()
         self.w1, self.w2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+        self.activation = F.silu if activation == "swish" else F.relu
         # Not in the paper's text (its tensor2tensor code has it; fairseq leaves it at 0): dropout on
         # the hidden ReLU, model.activation_dropout.
         self.dropout = nn.Dropout(activation_dropout) if activation_dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(self.dropout(F.relu(self.w1(x))))  # (B, L, D) -> (B, L, D)
+        return self.w2(self.dropout(self.activation(self.w1(x))))  # (B, L, D) -> (B, L, D)
 
 
 class Residual(nn.Module):
@@ -157,7 +165,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=False)
-        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation_dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation_dropout, cfg.activation)
         self.res1, self.res2 = (Residual(cfg.d_model, cfg.dropout, cfg.norm_first) for _ in range(2))
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
@@ -172,7 +180,7 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=False)
         self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=True)
-        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation_dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation_dropout, cfg.activation)
         self.res1, self.res2, self.res3 = (Residual(cfg.d_model, cfg.dropout, cfg.norm_first) for _ in range(3))
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, tgt_mask: torch.Tensor | None,
@@ -328,16 +336,18 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tgt_embed = Embeddings(tgt_vocab_size, cfg.d_model, cfg.max_positions, cfg.dropout)
+        self.tgt_embed = Embeddings(tgt_vocab_size, cfg.d_model, cfg.max_positions, cfg.dropout, cfg.positions)
         # Section 3.4: with a shared vocabulary, one matrix for both embeddings and the output.
         if shared_vocab and cfg.tie_embeddings:
             self.src_embed = self.tgt_embed
         else:
-            self.src_embed = Embeddings(src_vocab_size, cfg.d_model, cfg.max_positions, cfg.dropout)
+            self.src_embed = Embeddings(src_vocab_size, cfg.d_model, cfg.max_positions, cfg.dropout, cfg.positions)
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
-        self.generator = nn.Linear(cfg.d_model, tgt_vocab_size, bias=False)
+        self.generator = nn.Linear(cfg.d_model, tgt_vocab_size, bias=cfg.output_bias)
         if cfg.tie_embeddings:
             self.generator.weight = self.tgt_embed.tokens.weight
+        if self.generator.bias is not None:  # (not in the paper) starts at zero: no token favoured
+            nn.init.zeros_(self.generator.bias)
         for name, p in self.named_parameters():  # Xavier for the projections, as fairseq/annotated
             if p.dim() > 1 and "embed" not in name and not (cfg.tie_embeddings and name.startswith("generator")):
                 nn.init.xavier_uniform_(p)
