@@ -1,0 +1,129 @@
+"""Hugging Face Marian models (OPUS-MT, `MarianMTModel`) as nmt Transformers (issue 19).
+
+Marian's architecture is the paper's Transformer (scaled embeddings, sinusoidal positions,
+post-norm, tied embeddings) with three differences our model has as options (nmt/config.py):
+a swish feed-forward activation, sinusoids laid out as two halves, and a bias on the logits
+(`final_logits_bias`). What differs besides is the order of the vocabulary: Marian's vocab.json
+puts `</s>` at 0, `<unk>` at 1 and `<pad>` last, and decoding starts from `<pad>`; ours has PAD,
+UNK, BOS, EOS at 0-3. `vocabulary_order` maps one onto the other: our id i is Marian's id
+order[i], with our PAD and BOS rows both Marian's decoder-start row (so that decoding starts
+exactly where Marian's does), one row more than Marian's.
+
+    order = vocabulary_order(vocab, hf_config)          # our id -> Marian id
+    cfg = model_config(hf_config)                        # our ModelConfig
+    state = convert_weights(hf_state, hf_config, order)  # our state_dict
+
+Everything here reads tensors and dicts only: no file is unpickled (nmt-import reads
+safetensors, or torch.load with weights_only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from nmt.config import ModelConfig
+from nmt.errors import CheckpointError
+
+ACTIVATIONS = {"relu": "relu", "swish": "swish", "silu": "swish"}  # Marian's names -> ours
+
+
+class MarianError(CheckpointError):
+    """A Marian model with something our Transformer cannot represent (the message names it)."""
+
+
+def model_config(hf: Mapping[str, Any]) -> ModelConfig:
+    """Marian's config.json -> our ModelConfig (dropouts kept, for fine-tuning)."""
+    if hf.get("model_type") != "marian":
+        raise MarianError(f"config.json: model_type is {hf.get('model_type')!r}, not 'marian'")
+    activation = ACTIVATIONS.get(str(hf.get("activation_function", "swish")))
+    if activation is None:
+        raise MarianError(f"config.json: activation_function {hf['activation_function']!r} (supported: relu, swish)")
+    if not hf.get("scale_embedding", False):
+        raise MarianError("config.json: scale_embedding is false; our embeddings are always scaled by sqrt(d_model)")
+    if not hf.get("share_encoder_decoder_embeddings", True) or hf.get("decoder_vocab_size") not in (None, hf["vocab_size"]):
+        raise MarianError("config.json: separate source and target vocabularies (share_encoder_decoder_embeddings "
+                          "false) are not supported yet")
+    for ours, enc, dec in (("n_heads", "encoder_attention_heads", "decoder_attention_heads"),
+                           ("d_ff", "encoder_ffn_dim", "decoder_ffn_dim")):
+        if hf[enc] != hf[dec]:
+            raise MarianError(f"config.json: {enc} {hf[enc]} and {dec} {hf[dec]} differ; our model has one {ours}")
+    return ModelConfig(type="transformer", d_model=int(hf["d_model"]), n_heads=int(hf["encoder_attention_heads"]),
+                       d_ff=int(hf["encoder_ffn_dim"]), n_encoder_layers=int(hf["encoder_layers"]),
+                       n_decoder_layers=int(hf["decoder_layers"]), dropout=float(hf.get("dropout", 0.1)),
+                       attention_dropout=float(hf.get("attention_dropout", 0.0)),
+                       activation_dropout=float(hf.get("activation_dropout", 0.0)), norm_first=False,
+                       tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+                       max_positions=int(hf["max_position_embeddings"]), activation=activation, positions="halves",
+                       output_bias=True)
+
+
+def vocabulary_order(vocab: Mapping[str, int], hf: Mapping[str, Any]) -> list[int]:
+    """vocab.json and config.json -> our id -> Marian id: PAD (Marian's pad), UNK (`<unk>`), BOS
+    (Marian's decoder start), EOS (Marian's eos), then every other entry in Marian's order."""
+    ids = sorted(vocab.values())
+    if ids != list(range(len(ids))):
+        raise MarianError("vocab.json: the ids are not 0..n-1 without gaps")
+    if len(ids) != hf["vocab_size"]:
+        raise MarianError(f"vocab.json has {len(ids)} entries but config.json's vocab_size is {hf['vocab_size']}")
+    if "<unk>" not in vocab:
+        raise MarianError("vocab.json has no <unk> entry")
+    if "<s>" in vocab:
+        raise MarianError("vocab.json has a <s> entry: it would be our BOS piece; not supported")
+    if any(p.startswith(">>") and p.endswith("<<") for p in vocab):
+        raise MarianError("vocab.json has target-language tokens (>>xx<<): multilingual models are not supported yet")
+    pad, start, eos, unk = int(hf["pad_token_id"]), int(hf.get("decoder_start_token_id", hf["pad_token_id"])), \
+        int(hf["eos_token_id"]), vocab["<unk>"]
+    special = [pad, unk, start, eos]
+    return special + [i for i in ids if i not in special]
+
+
+def _rows(weight: torch.Tensor, order: list[int]) -> torch.Tensor:
+    return weight.index_select(0, torch.tensor(order)).float().contiguous()
+
+
+def convert_weights(hf_state: Mapping[str, torch.Tensor], hf: Mapping[str, Any], order: list[int]) -> dict[str, torch.Tensor]:
+    """A MarianMTModel state dict -> our Transformer's (model_config(hf), a joint vocabulary of
+    len(order) ids): q, k, v fused as our qkv projection (k, v as the cross-attention's kv),
+    embedding and output rows in our order, everything float32."""
+    state = {k.removeprefix("model."): v for k, v in hf_state.items()}
+    shared = state.get("shared.weight")
+    embeddings: dict[str, torch.Tensor] = {}  # side -> its token embedding (a file may hold only model.shared)
+    for side in ("encoder", "decoder"):
+        table = state.get(f"{side}.embed_tokens.weight", shared)
+        if table is None:
+            raise MarianError(f"the weights have no token embeddings (model.shared.weight or model.{side}.embed_tokens)")
+        if table.shape[0] != hf["vocab_size"]:
+            raise MarianError(f"the {side} embeddings have {table.shape[0]} rows but vocab_size is {hf['vocab_size']}")
+        embeddings[side] = table
+
+    def get(key: str) -> torch.Tensor:
+        if key not in state:
+            raise MarianError(f"the weights have no {key!r}")
+        return state[key].float()
+
+    ours: dict[str, torch.Tensor] = {}
+    ours["src_embed.tokens.weight"] = _rows(embeddings["encoder"], order)
+    ours["tgt_embed.tokens.weight"] = _rows(embeddings["decoder"], order)
+    tied = hf.get("tie_word_embeddings", True)
+    ours["generator.weight"] = ours["tgt_embed.tokens.weight"] if tied else _rows(get("lm_head.weight"), order)
+    bias = state.get("final_logits_bias")
+    ours["generator.bias"] = torch.zeros(len(order)) if bias is None else _rows(bias.reshape(-1), order)
+    for side in ("encoder", "decoder"):
+        for n in range(int(hf[f"{side}_layers"])):
+            hf_l, l = f"{side}.layers.{n}.", f"{side}.layers.{n}."
+            for part in ("weight", "bias"):
+                ours[f"{l}self_attn.qkv_proj.{part}"] = torch.cat([get(f"{hf_l}self_attn.{x}_proj.{part}") for x in "qkv"])
+                ours[f"{l}self_attn.out_proj.{part}"] = get(f"{hf_l}self_attn.out_proj.{part}")
+                ours[f"{l}ffn.w1.{part}"], ours[f"{l}ffn.w2.{part}"] = get(f"{hf_l}fc1.{part}"), get(f"{hf_l}fc2.{part}")
+                ours[f"{l}res1.norm.{part}"] = get(f"{hf_l}self_attn_layer_norm.{part}")
+                last = "res2" if side == "encoder" else "res3"
+                ours[f"{l}{last}.norm.{part}"] = get(f"{hf_l}final_layer_norm.{part}")
+                if side == "decoder":
+                    ours[f"{l}cross_attn.q_proj.{part}"] = get(f"{hf_l}encoder_attn.q_proj.{part}")
+                    ours[f"{l}cross_attn.kv_proj.{part}"] = torch.cat([get(f"{hf_l}encoder_attn.{x}_proj.{part}") for x in "kv"])
+                    ours[f"{l}cross_attn.out_proj.{part}"] = get(f"{hf_l}encoder_attn.out_proj.{part}")
+                    ours[f"{l}res2.norm.{part}"] = get(f"{hf_l}encoder_attn_layer_norm.{part}")
+    return ours

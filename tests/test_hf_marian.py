@@ -1,0 +1,100 @@
+"""Hugging Face Marian (OPUS-MT) models as nmt Transformers (nmt/hf_marian.py): a tiny random
+MarianMTModel built here with `transformers` (offline), converted, computes the same logits as
+ours on a padded batch, and greedy search picks the same tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers  # the test extra installs it: a broken install fails here, it is not skipped
+
+from nmt.hf_marian import MarianError, convert_weights, model_config, vocabulary_order
+from nmt.masks import make_pad_mask
+from nmt.models.transformer import Transformer
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+
+V = 20
+VOCAB = {"</s>": 0, "<unk>": 1, **{f"▁{chr(97 + i)}": 2 + i for i in range(V - 3)}, "<pad>": V - 1}
+
+
+def tiny_marian(tie: bool = True) -> tuple[object, dict]:
+    hf = dict(model_type="marian", vocab_size=V, d_model=16, encoder_layers=2, decoder_layers=2,
+              encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+              activation_function="swish", scale_embedding=True, pad_token_id=V - 1, decoder_start_token_id=V - 1,
+              eos_token_id=0, forced_eos_token_id=0, max_position_embeddings=64, tie_word_embeddings=tie,
+              dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+              init_std=0.3)  # (not 0.02: attention far from uniform, so that q, k and v must each be right)
+    torch.manual_seed(0)
+    model = transformers.MarianMTModel(transformers.MarianConfig(**{k: v for k, v in hf.items() if k != "model_type"}))
+    with torch.no_grad():  # every parameter matters: the bias, the pad row and the LayerNorms are not at their init
+        model.final_logits_bias.normal_(std=0.1)
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+        model.model.shared.weight[V - 1].normal_()
+    return model.eval(), hf
+
+
+def converted(model, hf: dict) -> tuple[Transformer, list[int]]:
+    order = vocabulary_order(VOCAB, hf)
+    ours = Transformer(model_config(hf), src_vocab_size=len(order), tgt_vocab_size=len(order), shared_vocab=True)
+    ours.load_state_dict(convert_weights(model.state_dict(), hf, order))
+    return ours.eval(), order
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_converted_logits_equal_marians_on_a_padded_batch(tie):
+    model, hf = tiny_marian(tie)
+    ours, order = converted(model, hf)
+    to_ours = {hf_id: i for i, hf_id in enumerate(order) if i != BOS_ID}  # Marian id -> ours (pad: PAD)
+    src_hf = [[5, 6, 7, 8, 0], [9, 10, 0, V - 1, V - 1]]  # ids + </s>, the second padded
+    tgt_hf = [[11, 12, 13], [14, 15, 16]]
+    with torch.no_grad():
+        theirs = model(input_ids=torch.tensor(src_hf), attention_mask=torch.tensor(src_hf) != V - 1,
+                       decoder_input_ids=torch.tensor([[V - 1] + t for t in tgt_hf])).logits  # (2, 4, V)
+        src = torch.tensor([[to_ours[i] for i in row] for row in src_hf])
+        assert src[1, -1] == PAD_ID and src[0, -1] == EOS_ID
+        tgt_in = torch.tensor([[BOS_ID] + [to_ours[i] for i in t] for t in tgt_hf])
+        mine = ours(src, make_pad_mask(src), tgt_in)  # (2, 4, V + 1)
+    columns = [to_ours[h] for h in range(V)]  # our logit of each Marian id, in Marian's order
+    torch.testing.assert_close(mine[..., columns], theirs, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mine[..., BOS_ID], mine[..., PAD_ID])  # both rows are Marian's start row
+
+
+def test_greedy_search_picks_marians_tokens():
+    model, hf = tiny_marian(tie=False)  # (a tied random model only repeats its last token)
+    ours, order = converted(model, hf)
+    from nmt.decoding.greedy import greedy_decode
+
+    src_hf = [[5, 6, 7, 8, 9, 0]]
+    to_ours = {hf_id: i for i, hf_id in enumerate(order) if i != BOS_ID}
+    with torch.no_grad():
+        theirs = model.generate(torch.tensor(src_hf), num_beams=1, do_sample=False, max_new_tokens=13,  # 12 tokens, then EOS (forced at the limit, as ours)
+                                bad_words_ids=[[V - 1]])[0, 1:].tolist()
+    mine = greedy_decode(ours, torch.tensor([[to_ours[i] for i in src_hf[0]]]), max_len_a=0.0, max_len_b=12)[0]
+    theirs = theirs[: theirs.index(0)] if 0 in theirs else theirs
+    assert [order[i] for i in mine] == theirs and len(set(theirs)) >= 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model_type": "bart"}, "model_type is 'bart'"),
+    ({"activation_function": "gelu"}, "activation_function 'gelu'"),
+    ({"scale_embedding": False}, "scale_embedding is false"),
+    ({"share_encoder_decoder_embeddings": False}, "separate source and target vocabularies"),
+    ({"decoder_ffn_dim": 64}, "encoder_ffn_dim 32 and decoder_ffn_dim 64 differ"),
+])
+def test_what_our_model_cannot_represent_is_named(change, message):
+    _, hf = tiny_marian()
+    with pytest.raises(MarianError, match=message):
+        model_config({**hf, **change})
+
+
+def test_vocabularies_we_cannot_map_are_named():
+    _, hf = tiny_marian()
+    with pytest.raises(MarianError, match="has a <s> entry"):
+        vocabulary_order({**VOCAB, "<s>": V}, {**hf, "vocab_size": V + 1})
+    with pytest.raises(MarianError, match=">>xx<<"):
+        vocabulary_order({**{k: v for k, v in VOCAB.items() if v != 5}, ">>fra<<": 5}, hf)
+    with pytest.raises(MarianError, match="vocab_size is 21"):
+        vocabulary_order(VOCAB, {**hf, "vocab_size": V + 1})
