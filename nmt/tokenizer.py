@@ -9,6 +9,11 @@ as its training data was.
 
 SentencePiece itself applies its default `nmt_nfkc` rule (NFKC plus whitespace clean-up) inside the
 model, so full-width punctuation is already folded without an extra step.
+
+Ids are the SentencePiece model's own, unless the tokenizer has a piece table (`vocab`, a list of
+pieces whose index is the id): then the models only cut text into pieces, and both sides share
+the table's ids, as models imported from Marian do (vocab.json; nmt/hf_marian.py). A piece the
+table lacks is UNK.
 """
 
 from __future__ import annotations
@@ -74,8 +79,13 @@ class Tokenizer:
     preceded by its side's normalisation steps."""
 
     def __init__(self, *, src_model: bytes, tgt_model: bytes | None = None,
-                 src_normalize: Iterable[str] = (), tgt_normalize: Iterable[str] = ()) -> None:
+                 src_normalize: Iterable[str] = (), tgt_normalize: Iterable[str] = (),
+                 vocab: list[str] | None = None) -> None:
         self.src_model, self.tgt_model = src_model, tgt_model
+        self.vocab = None if vocab is None else list(vocab)
+        if self.vocab is not None and tuple(self.vocab[:4]) != ("<pad>", "<unk>", "<s>", "</s>"):
+            raise TokenizerError(f"a piece table starts with <pad>, <unk>, <s>, </s> (our ids 0-3), got {self.vocab[:4]}")
+        self._index = None if self.vocab is None else {p: i for i, p in enumerate(self.vocab)}
         self.src_normalize, self.tgt_normalize = list(src_normalize), list(tgt_normalize)
         self._src = _processor(src_model)
         self._tgt = self._src if tgt_model is None else _processor(tgt_model)
@@ -83,15 +93,22 @@ class Tokenizer:
 
     @property
     def joint(self) -> bool:
-        return self.tgt_model is None
+        """One id space for both sides (one model, or a piece table)."""
+        return self.tgt_model is None or self.vocab is not None
 
     @property
     def src_vocab_size(self) -> int:
-        return self._src.get_piece_size()
+        return self._src.get_piece_size() if self.vocab is None else len(self.vocab)
 
     @property
     def tgt_vocab_size(self) -> int:
-        return self._tgt.get_piece_size()
+        return self._tgt.get_piece_size() if self.vocab is None else len(self.vocab)
+
+    def _encode(self, model: spm.SentencePieceProcessor, texts: list[str]) -> list[list[int]]:
+        if self._index is None:
+            return model.encode(texts)
+        index = self._index
+        return [[index.get(p, UNK_ID) for p in pieces] for pieces in model.encode(texts, out_type=str)]
 
     def normalize_src(self, text: str) -> str:
         return self._norm_src(text) if self._norm_src else text
@@ -100,10 +117,10 @@ class Tokenizer:
         return self._norm_tgt(text) if self._norm_tgt else text
 
     def encode_src(self, texts: list[str]) -> list[list[int]]:
-        return self._src.encode([self.normalize_src(t) for t in texts] if self._norm_src else texts)
+        return self._encode(self._src, [self.normalize_src(t) for t in texts] if self._norm_src else texts)
 
     def encode_tgt(self, texts: list[str]) -> list[list[int]]:
-        return self._tgt.encode([self.normalize_tgt(t) for t in texts] if self._norm_tgt else texts)
+        return self._encode(self._tgt, [self.normalize_tgt(t) for t in texts] if self._norm_tgt else texts)
 
     def decode_tgt(self, ids: list[int]) -> str:
         """Detokenised text; stops at the first EOS and ignores the other special ids."""
@@ -113,27 +130,32 @@ class Tokenizer:
                 break
             if i not in SPECIAL_IDS:
                 out.append(i)
-        return self._tgt.decode(out)
+        return self._tgt.decode(out) if self.vocab is None else self._tgt.decode_pieces(self.tgt_pieces(out))
 
     def src_pieces(self, ids: list[int]) -> list[str]:
-        return [self._src.id_to_piece(i) for i in ids]
+        return [self._src.id_to_piece(i) for i in ids] if self.vocab is None else [self.vocab[i] for i in ids]
 
     def tgt_pieces(self, ids: list[int]) -> list[str]:
-        return [self._tgt.id_to_piece(i) for i in ids]
+        return [self._tgt.id_to_piece(i) for i in ids] if self.vocab is None else [self.vocab[i] for i in ids]
 
     def tgt_ids(self, pieces: list[str]) -> list[int]:
+        if self._index is not None:
+            return [self._index.get(p, UNK_ID) for p in pieces]
         return [self._tgt.piece_to_id(p) for p in pieces]
 
     # -- persistence: plain bytes, never pickled objects -----------------------------------------
     def state_dict(self) -> dict:
         return {"src_model": self.src_model, "tgt_model": self.tgt_model,
-                "src_normalize": list(self.src_normalize), "tgt_normalize": list(self.tgt_normalize)}
+                "src_normalize": list(self.src_normalize), "tgt_normalize": list(self.tgt_normalize),
+                "vocab": self.vocab}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Tokenizer":
         # checkpoints written before normalisation existed have no *_normalize entries
+        # (and those written before piece tables no vocab)
         return cls(src_model=state["src_model"], tgt_model=state["tgt_model"],
-                   src_normalize=state.get("src_normalize", ()), tgt_normalize=state.get("tgt_normalize", ()))
+                   src_normalize=state.get("src_normalize", ()), tgt_normalize=state.get("tgt_normalize", ()),
+                   vocab=state.get("vocab"))
 
     def __getstate__(self) -> dict:
         return self.state_dict()
@@ -142,11 +164,12 @@ class Tokenizer:
         self.__init__(**state)  # type: ignore[misc]
 
     def save(self, directory: str | Path) -> list[Path]:
-        """Write `spm.model` (joint) or `spm.src.model` + `spm.tgt.model` for other tools, and
-        `normalize.json` with the normalisation steps when there are any."""
+        """Write `spm.model` (one model) or `spm.src.model` + `spm.tgt.model` for other tools,
+        `vocab.json` with the piece table if there is one, and `normalize.json` with the
+        normalisation steps when there are any."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        if self.joint:
+        if self.tgt_model is None:
             files: dict[str, bytes] = {"spm.model": self.src_model}
         else:
             assert self.tgt_model is not None  # not joint: two models
@@ -154,6 +177,8 @@ class Tokenizer:
         if self.src_normalize or self.tgt_normalize:
             steps = {"src_normalize": self.src_normalize, "tgt_normalize": self.tgt_normalize}
             files["normalize.json"] = (json.dumps(steps) + "\n").encode()
+        if self.vocab is not None:
+            files["vocab.json"] = (json.dumps(self.vocab, ensure_ascii=False) + "\n").encode()
         for name, blob in files.items():
             (directory / name).write_bytes(blob)
         return [directory / name for name in files]
@@ -162,6 +187,8 @@ class Tokenizer:
     def load(cls, directory: str | Path) -> "Tokenizer":
         directory = Path(directory)
         steps = json.loads((directory / "normalize.json").read_text()) if (directory / "normalize.json").is_file() else {}
+        if (directory / "vocab.json").is_file():
+            steps["vocab"] = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
         if (directory / "spm.model").is_file():
             return cls(src_model=(directory / "spm.model").read_bytes(), **steps)
         return cls(
