@@ -19,7 +19,9 @@ safetensors, or torch.load with weights_only).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -127,3 +129,88 @@ def convert_weights(hf_state: Mapping[str, torch.Tensor], hf: Mapping[str, Any],
                     ours[f"{l}cross_attn.out_proj.{part}"] = get(f"{hf_l}encoder_attn.out_proj.{part}")
                     ours[f"{l}res2.norm.{part}"] = get(f"{hf_l}encoder_attn_layer_norm.{part}")
     return ours
+
+
+# -- a directory in the hub's layout -> an nmt checkpoint ----------------------------------------
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise MarianError(f"{path}: cannot read ({err.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MarianError(f"{path}: not valid JSON ({err})") from None
+
+
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors, else pytorch_model.bin loaded with weights_only (nothing is unpickled)."""
+    if (directory / "model.safetensors").is_file():
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise MarianError(f"{directory}/model.safetensors needs the safetensors package: "
+                              "pip install 'nmt-toolkit[hf]'") from None
+        try:
+            return load_file(str(directory / "model.safetensors"))
+        except Exception as err:  # noqa: BLE001 -- safetensors raises its own error types
+            raise MarianError(f"{directory}/model.safetensors: cannot read ({str(err).splitlines()[0]})") from None
+    if (directory / "pytorch_model.bin").is_file():
+        try:
+            return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 -- torch raises many error types for damaged files
+            raise MarianError(f"{directory}/pytorch_model.bin: cannot read ({str(err).splitlines()[0]})") from None
+    if any(directory.glob("*.index.json")):
+        raise MarianError(f"{directory}: sharded weights (*.index.json) are not supported")
+    raise MarianError(f"{directory}: no model.safetensors or pytorch_model.bin")
+
+
+def import_hf_marian(directory: str | Path, *, src_lang: str | None = None, tgt_lang: str | None = None) -> dict:
+    """A local directory in the hub's layout (config.json, model.safetensors or pytorch_model.bin,
+    source.spm, target.spm, vocab.json, tokenizer_config.json) -> an nmt checkpoint dict that
+    nmt-translate, nmt-evaluate, nmt-serve, nmt-export and `nmt-train --init-from` read."""
+    from nmt.checkpoint import CHECKPOINT_FORMAT
+    from nmt.config import DataConfig, ExperimentConfig, TrainerConfig, validate
+    from nmt.decoding.options import DecodingOptions
+    from nmt.tokenizer import Tokenizer, TokenizerError
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MarianError(f"{directory}: not a directory")
+    hf = _read_json(directory / "config.json")
+    if (directory / "target_vocab.json").is_file():
+        raise MarianError(f"{directory}: separate source and target vocabularies (target_vocab.json) are not supported yet")
+    settings = _read_json(directory / "tokenizer_config.json") if (directory / "tokenizer_config.json").is_file() else {}
+    if settings.get("separate_vocabs"):
+        raise MarianError(f"{directory}/tokenizer_config.json: separate_vocabs is not supported yet")
+    src_lang, tgt_lang = src_lang or settings.get("source_lang"), tgt_lang or settings.get("target_lang")
+    if not src_lang or not tgt_lang:
+        raise MarianError(f"{directory}/tokenizer_config.json names no source_lang/target_lang: give --src and --tgt")
+    model = model_config(hf)
+    vocab = _read_json(directory / "vocab.json")
+    if not isinstance(vocab, dict):
+        raise MarianError(f"{directory}/vocab.json: expected a mapping of pieces to ids")
+    order = vocabulary_order(vocab, hf)
+    pieces = {i: p for p, i in vocab.items()}
+    table = ["<pad>", "<unk>", "<s>", "</s>"] + [pieces[i] for i in order[4:]]
+    models = []
+    for name in ("source.spm", "target.spm"):
+        if not (directory / name).is_file():
+            raise MarianError(f"{directory}: no {name} (Marian models without SentencePiece are not supported)")
+        models.append((directory / name).read_bytes())
+    try:
+        tokenizer = Tokenizer(src_model=models[0], tgt_model=models[1], vocab=table)
+    except (TokenizerError, RuntimeError) as err:
+        raise MarianError(f"{directory}: cannot load source.spm/target.spm ({str(err).splitlines()[0]})") from None
+    state = convert_weights(read_weights(directory), hf, order)
+    beam = int(hf.get("num_beams") or 5)
+    cfg = ExperimentConfig(
+        data=DataConfig(source="text", src_lang=str(src_lang), tgt_lang=str(tgt_lang),
+                        max_len=min(DataConfig().max_len, model.max_positions - 2)),
+        model=model, trainer=TrainerConfig(max_steps=1),  # (trained elsewhere: fine-tune with a config of yours)
+        decoding=DecodingOptions(beam_size=max(beam, 1)))
+    validate(cfg)
+    meta = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "tokenizer": tokenizer.state_dict(),
+            "imported_from": {"format": "hf-marian", "directory": directory.name,
+                              "transformers_version": hf.get("transformers_version")}}
+    return {"state_dict": {f"model.{k}": v for k, v in state.items()}, "nmt": meta}

@@ -130,7 +130,11 @@ class Tokenizer:
                 break
             if i not in SPECIAL_IDS:
                 out.append(i)
-        return self._tgt.decode(out) if self.vocab is None else self._tgt.decode_pieces(self.tgt_pieces(out))
+        if self.vocab is None:
+            return self._tgt.decode(out)
+        # a table's piece the target model lacks (one of the source side's) comes back as it is: its
+        # word-start marks become spaces, as transformers' MarianTokenizer does
+        return self._tgt.decode_pieces(self.tgt_pieces(out)).replace("▁", " ").strip()
 
     def src_pieces(self, ids: list[int]) -> list[str]:
         return [self._src.id_to_piece(i) for i in ids] if self.vocab is None else [self.vocab[i] for i in ids]

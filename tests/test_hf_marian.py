@@ -98,3 +98,80 @@ def test_vocabularies_we_cannot_map_are_named():
         vocabulary_order({**{k: v for k, v in VOCAB.items() if v != 5}, ">>fra<<": 5}, hf)
     with pytest.raises(MarianError, match="vocab_size is 21"):
         vocabulary_order(VOCAB, {**hf, "vocab_size": V + 1})
+
+
+def marian_directory(tmp_path) -> tuple[object, object]:
+    """A tiny random Marian model in the hub's layout, as `save_pretrained` and OPUS-MT lay it out:
+    two SentencePiece models (their own ids unk 0, bos 1, eos 2, as OPUS-MT's), one vocab.json."""
+    import sentencepiece as spm
+
+    texts = {"src": ["a b c d e", "b c d", "c d e a", "e d c b a"] * 5, "tgt": ["f g h i j", "g h i", "h i j f"] * 5}
+    models = {}
+    for side, lines in texts.items():
+        buffer = __import__("io").BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buffer, vocab_size=14,
+                                       model_type="unigram", hard_vocab_limit=False, minloglevel=2)
+        models[side] = buffer.getvalue()
+    pieces = []
+    for blob in models.values():
+        proc = spm.SentencePieceProcessor(model_proto=blob)
+        pieces += [proc.id_to_piece(i) for i in range(3, proc.get_piece_size()) if proc.id_to_piece(i) not in pieces]
+    vocab = {"</s>": 0, "<unk>": 1, **{p: 2 + i for i, p in enumerate(pieces)}}
+    vocab["<pad>"] = len(vocab)
+    n = len(vocab)
+    config = transformers.MarianConfig(vocab_size=n, d_model=16, encoder_layers=2, decoder_layers=2,
+                                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                       decoder_ffn_dim=32, activation_function="swish", scale_embedding=True,
+                                       pad_token_id=n - 1, decoder_start_token_id=n - 1, eos_token_id=0,
+                                       forced_eos_token_id=0, max_position_embeddings=64, init_std=0.3,
+                                       tie_word_embeddings=False, dropout=0.0)
+    torch.manual_seed(0)
+    model = transformers.MarianMTModel(config).eval()
+    with torch.no_grad():
+        model.final_logits_bias.normal_(std=0.1)
+    model.save_pretrained(tmp_path / "marian")
+    (tmp_path / "marian" / "source.spm").write_bytes(models["src"])
+    (tmp_path / "marian" / "target.spm").write_bytes(models["tgt"])
+    import json
+
+    (tmp_path / "marian" / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (tmp_path / "marian" / "tokenizer_config.json").write_text(json.dumps({"source_lang": "xx", "target_lang": "yy"}))
+    return model, transformers.MarianTokenizer.from_pretrained(str(tmp_path / "marian"))
+
+
+def test_nmt_import_gives_a_checkpoint_that_translates_as_marian_does(tmp_path):
+    from nmt import Translator
+    from tests.test_cli import run
+
+    model, hf_tokenizer = marian_directory(tmp_path)
+    proc = run("nmt.cli.import_model", "--from", "hf-marian", str(tmp_path / "marian"), str(tmp_path / "m.ckpt"))
+    assert proc.returncode == 0, proc.stderr
+    assert "xx->yy" in proc.stdout and "swish" in proc.stdout
+    translator = Translator.from_checkpoint(tmp_path / "m.ckpt")
+    texts = ["a b c d", "e d c b a c", "b"]
+    ours_ids = translator.tokenizer.encode_src(texts)
+    order = vocabulary_order(hf_tokenizer.get_vocab(), model.config.to_dict())
+    assert [[order[i] for i in ids] + [0] for ids in ours_ids] == hf_tokenizer(texts)["input_ids"]  # + </s>
+    batch = hf_tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(**batch, num_beams=1, do_sample=False, max_new_tokens=12)
+    expected = hf_tokenizer.batch_decode(out, skip_special_tokens=True)
+    got = translator.translate(texts, beam_size=1, max_len_a=0.0, max_len_b=11)
+    assert [t.text for t in got] == expected and any(expected)
+    from nmt.checkpoint import load_model
+    from nmt.export import export_ctranslate2
+
+    export_ctranslate2(load_model(tmp_path / "m.ckpt"), tmp_path / "ct2")  # and on to CTranslate2
+    ct2 = Translator.from_checkpoint(tmp_path / "ct2", engine="ctranslate2")
+    assert [t.text for t in ct2.translate(texts, beam_size=1, max_len_a=0.0, max_len_b=11)] == expected
+
+
+def test_nmt_import_names_what_it_cannot_use(tmp_path):
+    from tests.test_cli import run
+
+    marian_directory(tmp_path)
+    (tmp_path / "marian" / "source.spm").unlink()
+    proc = run("nmt.cli.import_model", "--from", "hf-marian", str(tmp_path / "marian"), str(tmp_path / "m.ckpt"))
+    assert proc.returncode == 2 and "no source.spm" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("nmt.cli.import_model", "--from", "hf-marian", str(tmp_path / "nothing"), str(tmp_path / "m.ckpt"))
+    assert proc.returncode == 2 and "not a directory" in proc.stderr
