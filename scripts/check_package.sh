@@ -43,7 +43,7 @@ printf 'c b a\ng f e d\n' > ref.yy
 $bin/nmt-translate --checkpoint $ckpt --src xx --tgt yy -i in.xx -o out.yy
 [ "$(wc -l < out.yy)" -eq 2 ] || { echo "check_package: nmt-translate wrote $(wc -l < out.yy) lines, not 2" >&2; exit 1; }
 $bin/nmt-evaluate --checkpoint $ckpt --src-file in.xx --ref-file ref.yy --output-dir eval > /dev/null
-$bin/nmt-average --help > /dev/null && $bin/nmt-export --help > /dev/null && $bin/nmt-prepare --help > /dev/null
+$bin/nmt-average --help > /dev/null && $bin/nmt-export --help > /dev/null && $bin/nmt-prepare --help > /dev/null && $bin/nmt-import --help > /dev/null
 port=$($py -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 $bin/nmt-serve --checkpoint $ckpt --port "$port" > serve.log 2>&1 &
 server=$!
