@@ -176,7 +176,7 @@ class Tokenizer:
         if self.tgt_model is None:
             files: dict[str, bytes] = {"spm.model": self.src_model}
         else:
-            assert self.tgt_model is not None  # not joint: two models
+            assert self.tgt_model is not None  # two models
             files = {"spm.src.model": self.src_model, "spm.tgt.model": self.tgt_model}
         if self.src_normalize or self.tgt_normalize:
             steps = {"src_normalize": self.src_normalize, "tgt_normalize": self.tgt_normalize}
