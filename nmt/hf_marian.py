@@ -20,7 +20,7 @@ safetensors, or torch.load with weights_only).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,8 @@ def model_config(hf: Mapping[str, Any]) -> ModelConfig:
 
 def vocabulary_order(vocab: Mapping[str, int], hf: Mapping[str, Any]) -> list[int]:
     """vocab.json and config.json -> our id -> Marian id: PAD (Marian's pad), UNK (`<unk>`), BOS
-    (Marian's decoder start), EOS (Marian's eos), then every other entry in Marian's order."""
+    (Marian's decoder start), EOS (Marian's eos), then every other entry in Marian's order. A
+    vocabulary already in our layout (<pad>, <unk>, <s>, </s> at 0-3: our own exports) stays as it is."""
     ids = sorted(vocab.values())
     if ids != list(range(len(ids))):
         raise MarianError("vocab.json: the ids are not 0..n-1 without gaps")
@@ -72,12 +73,14 @@ def vocabulary_order(vocab: Mapping[str, int], hf: Mapping[str, Any]) -> list[in
         raise MarianError(f"vocab.json has {len(ids)} entries but config.json's vocab_size is {hf['vocab_size']}")
     if "<unk>" not in vocab:
         raise MarianError("vocab.json has no <unk> entry")
+    pad, start, eos, unk = int(hf["pad_token_id"]), int(hf.get("decoder_start_token_id", hf["pad_token_id"])), \
+        int(hf["eos_token_id"]), vocab["<unk>"]
+    if (pad, unk, start, eos) == (0, 1, 2, 3) and [vocab.get(p) for p in ("<pad>", "<unk>", "<s>", "</s>")] == [0, 1, 2, 3]:
+        return ids  # our own layout (a model exported by nmt-export --format hf-marian): as it is
     if "<s>" in vocab:
         raise MarianError("vocab.json has a <s> entry: it would be our BOS piece; not supported")
     if any(p.startswith(">>") and p.endswith("<<") for p in vocab):
         raise MarianError("vocab.json has target-language tokens (>>xx<<): multilingual models are not supported yet")
-    pad, start, eos, unk = int(hf["pad_token_id"]), int(hf.get("decoder_start_token_id", hf["pad_token_id"])), \
-        int(hf["eos_token_id"]), vocab["<unk>"]
     special = [pad, unk, start, eos]
     return special + [i for i in ids if i not in special]
 
@@ -214,3 +217,161 @@ def import_hf_marian(directory: str | Path, *, src_lang: str | None = None, tgt_
             "imported_from": {"format": "hf-marian", "directory": directory.name,
                               "transformers_version": hf.get("transformers_version")}}
     return {"state_dict": {f"model.{k}": v for k, v in state.items()}, "nmt": meta}
+
+
+# -- an nmt checkpoint -> a directory that transformers' MarianMTModel and MarianTokenizer load --
+
+
+def _residual_order(cfg: ModelConfig) -> torch.Tensor | None:
+    """Our model's d_model columns in Marian's order, or None when they are already: transformers
+    rebuilds Marian's sinusoids (sines, then cosines), so a model with interleaved positions is
+    written in a permuted basis of its residual stream (columns 0, 2, 4, ..., then 1, 3, 5, ...).
+    Every layer is equivariant under a permutation of those features (LayerNorm normalises over
+    all of them; projections read and write them through their weights), so the function is the same."""
+    if cfg.positions == "halves":
+        return None
+    return torch.cat([torch.arange(0, cfg.d_model, 2), torch.arange(1, cfg.d_model, 2)])
+
+
+def export_weights(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our Transformer's state dict -> MarianMTModel's (ids unchanged: the export's vocab.json is
+    our id order), q/k/v split, every tensor its own contiguous copy (safetensors refuses shared storage)."""
+    perm = _residual_order(cfg)
+
+    def cols(t: torch.Tensor) -> torch.Tensor:  # a weight reading the residual stream
+        return t if perm is None else t[:, perm]
+
+    def rows(t: torch.Tensor) -> torch.Tensor:  # a weight or bias writing it, or a LayerNorm parameter
+        return t if perm is None else t[perm]
+
+    out: dict[str, torch.Tensor] = {}
+    out["model.shared.weight"] = cols(state["src_embed.tokens.weight"])
+    out["model.encoder.embed_tokens.weight"] = cols(state["src_embed.tokens.weight"])
+    out["model.decoder.embed_tokens.weight"] = cols(state["tgt_embed.tokens.weight"])
+    out["lm_head.weight"] = cols(state["generator.weight"])
+    bias = state.get("generator.bias")
+    out["final_logits_bias"] = (torch.zeros(state["generator.weight"].shape[0]) if bias is None else bias)[None, :]
+    for side in ("encoder", "decoder"):
+        n_layers = cfg.n_encoder_layers if side == "encoder" else cfg.n_decoder_layers
+        for n in range(n_layers):
+            l, hf_l = f"{side}.layers.{n}.", f"model.{side}.layers.{n}."
+            q, k, v = state[f"{l}self_attn.qkv_proj.weight"].chunk(3)
+            qb, kb, vb = state[f"{l}self_attn.qkv_proj.bias"].chunk(3)
+            for x, w, b in (("q", q, qb), ("k", k, kb), ("v", v, vb)):
+                out[f"{hf_l}self_attn.{x}_proj.weight"], out[f"{hf_l}self_attn.{x}_proj.bias"] = cols(w), b
+            out[f"{hf_l}self_attn.out_proj.weight"] = rows(state[f"{l}self_attn.out_proj.weight"])
+            out[f"{hf_l}self_attn.out_proj.bias"] = rows(state[f"{l}self_attn.out_proj.bias"])
+            out[f"{hf_l}fc1.weight"], out[f"{hf_l}fc1.bias"] = cols(state[f"{l}ffn.w1.weight"]), state[f"{l}ffn.w1.bias"]
+            out[f"{hf_l}fc2.weight"], out[f"{hf_l}fc2.bias"] = rows(state[f"{l}ffn.w2.weight"]), rows(state[f"{l}ffn.w2.bias"])
+            last = "res2" if side == "encoder" else "res3"
+            for part in ("weight", "bias"):
+                out[f"{hf_l}self_attn_layer_norm.{part}"] = rows(state[f"{l}res1.norm.{part}"])
+                out[f"{hf_l}final_layer_norm.{part}"] = rows(state[f"{l}{last}.norm.{part}"])
+            if side == "decoder":
+                out[f"{hf_l}encoder_attn.q_proj.weight"] = cols(state[f"{l}cross_attn.q_proj.weight"])
+                out[f"{hf_l}encoder_attn.q_proj.bias"] = state[f"{l}cross_attn.q_proj.bias"]
+                k, v = state[f"{l}cross_attn.kv_proj.weight"].chunk(2)
+                kb, vb = state[f"{l}cross_attn.kv_proj.bias"].chunk(2)
+                for x, w, b in (("k", k, kb), ("v", v, vb)):
+                    out[f"{hf_l}encoder_attn.{x}_proj.weight"], out[f"{hf_l}encoder_attn.{x}_proj.bias"] = cols(w), b
+                out[f"{hf_l}encoder_attn.out_proj.weight"] = rows(state[f"{l}cross_attn.out_proj.weight"])
+                out[f"{hf_l}encoder_attn.out_proj.bias"] = rows(state[f"{l}cross_attn.out_proj.bias"])
+                for part in ("weight", "bias"):
+                    out[f"{hf_l}encoder_attn_layer_norm.{part}"] = rows(state[f"{l}res2.norm.{part}"])
+    return {k: t.detach().float().contiguous().clone() for k, t in out.items()}
+
+
+def export_hf_marian(path: str | Path, out_dir: str | Path, reports: Sequence[Path] = ()) -> Path:
+    """Write checkpoint `path` as a Marian model directory (config.json, model.safetensors,
+    source.spm, target.spm, vocab.json, tokenizer_config.json, generation_config.json, README.md)
+    that transformers' MarianMTModel.from_pretrained and MarianTokenizer load offline. `reports`:
+    nmt-evaluate report.json files whose scores (with their signatures) the model card quotes."""
+    from nmt.checkpoint import read_stored_model
+    from nmt.errors import ExportError
+    from nmt.models import describe_model
+    from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+    stored = read_stored_model(path)
+    cfg, tok = stored.cfg.model, stored.tokenizer
+    if cfg.type != "transformer":
+        raise ExportError(f"only Transformer checkpoints can be exported to Marian (model.type is {cfg.type})")
+    if cfg.norm_first:
+        raise ExportError("transformers' Marian models are post-norm: a pre-norm checkpoint (model.norm_first) "
+                          "cannot be written as one")
+    if not tok.joint:
+        raise ExportError("only checkpoints with one vocabulary for both sides (tokenizer.joint) can be exported to "
+                          "Marian yet")
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise ExportError("--format hf-marian needs the safetensors package: pip install 'nmt-toolkit[hf]'") from None
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        pieces = tok.tgt_pieces(list(range(tok.tgt_vocab_size)))
+        vocab = {p: i for i, p in enumerate(pieces)}
+        if len(vocab) != len(pieces):
+            raise ExportError(f"{path}: the vocabulary holds a piece twice; it cannot be written as vocab.json")
+        data = stored.cfg.data
+        hf = {"model_type": "marian", "architectures": ["MarianMTModel"], "vocab_size": len(pieces),
+              "decoder_vocab_size": len(pieces), "d_model": cfg.d_model, "encoder_layers": cfg.n_encoder_layers,
+              "decoder_layers": cfg.n_decoder_layers, "encoder_attention_heads": cfg.n_heads,
+              "decoder_attention_heads": cfg.n_heads, "encoder_ffn_dim": cfg.d_ff, "decoder_ffn_dim": cfg.d_ff,
+              "activation_function": cfg.activation, "scale_embedding": True, "max_position_embeddings": cfg.max_positions,
+              "share_encoder_decoder_embeddings": True, "tie_word_embeddings": cfg.tie_embeddings,
+              "dropout": cfg.dropout, "attention_dropout": cfg.attention_dropout,
+              "activation_dropout": cfg.activation_dropout, "pad_token_id": PAD_ID, "eos_token_id": EOS_ID,
+              "decoder_start_token_id": BOS_ID, "forced_eos_token_id": EOS_ID, "is_encoder_decoder": True}
+        generation = {"decoder_start_token_id": BOS_ID, "pad_token_id": PAD_ID, "eos_token_id": EOS_ID,
+                      "forced_eos_token_id": EOS_ID, "bad_words_ids": [[PAD_ID], [BOS_ID]],
+                      "num_beams": stored.cfg.decoding.beam_size, "max_length": cfg.max_positions - 1}
+        files = {"config.json": hf, "generation_config.json": generation, "vocab.json": vocab,
+                 "tokenizer_config.json": {"source_lang": data.src_lang, "target_lang": data.tgt_lang,
+                                           "separate_vocabs": False, "unk_token": pieces[UNK_ID],
+                                           "eos_token": pieces[EOS_ID], "pad_token": pieces[PAD_ID],
+                                           "model_max_length": cfg.max_positions - 1}}
+        for name, value in files.items():
+            (out / name).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (out / "source.spm").write_bytes(tok.src_model)
+        (out / "target.spm").write_bytes(tok.tgt_model or tok.src_model)
+        save_file(export_weights(stored.state, cfg), str(out / "model.safetensors"), metadata={"format": "pt"})
+        scores = [_report_line(Path(r)) for r in reports]
+        (out / "README.md").write_text(model_card(stored, describe_model(cfg), Path(path).name, scores), encoding="utf-8")
+    except OSError as err:
+        raise ExportError(f"cannot write the export to {out}: {err.strerror or err}") from None
+    return out
+
+
+def _report_line(report: Path) -> str:
+    """One line of the model card from an nmt-evaluate report.json: test set, scores, signatures."""
+    from nmt.errors import ExportError
+
+    try:
+        r = json.loads(report.read_text(encoding="utf-8"))
+        scores = ", ".join(f"{name.upper() if name != 'chrf' else 'chrF2'} {v['score']:.2f} (`{v['signature']}`)"
+                           for name, v in r["scores"].items())
+        return f"{Path(r['src_file']).name} ({r['segments']:,} segments, {r['decoding']}): {scores}"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ExportError(f"{report}: not an nmt-evaluate report.json ({err})") from None
+
+
+def model_card(stored: Any, architecture: str, name: str, scores: Sequence[str] = ()) -> str:
+    """The README.md of an exported model: what it is, where it came from, how to run it."""
+    data = stored.cfg.data
+    corpora = data.train if isinstance(data.train, list) else [data.train]
+    lines = [
+        "---", f"language: [{data.src_lang}, {data.tgt_lang}]", "tags: [translation, marian, nmt-toolkit]",
+        "pipeline_tag: translation", "---", "",
+        f"# {data.src_lang}→{data.tgt_lang} Transformer trained with nmt", "",
+        f"Exported from the nmt checkpoint `{name}` by `nmt-export --format hf-marian`.", "",
+        f"- Architecture: {architecture}; vocabulary of {stored.tokenizer.tgt_vocab_size:,} SentencePiece pieces.",
+        f"- Training data: {data.source} corpus {', '.join(map(str, corpora))}.",
+        f"- Decoding the model was tuned for: {stored.cfg.decoding.describe()}.",
+    ]
+    if scores:
+        lines += ["", "## Scores (nmt-evaluate)", ""] + [f"- {line}" for line in scores]
+    lines += ["", "## Use", "", "```python", "from transformers import MarianMTModel, MarianTokenizer",
+              "tokenizer = MarianTokenizer.from_pretrained(PATH)", "model = MarianMTModel.from_pretrained(PATH)",
+              'batch = tokenizer(["..."], return_tensors="pt", padding=True)',
+              "print(tokenizer.batch_decode(model.generate(**batch), skip_special_tokens=True))", "```", ""]
+    return "\n".join(lines)

@@ -175,3 +175,51 @@ def test_nmt_import_names_what_it_cannot_use(tmp_path):
     assert proc.returncode == 2 and "no source.spm" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("nmt.cli.import_model", "--from", "hf-marian", str(tmp_path / "nothing"), str(tmp_path / "m.ckpt"))
     assert proc.returncode == 2 and "not a directory" in proc.stderr
+
+
+def test_an_exported_checkpoint_runs_in_transformers_as_it_runs_here(toy_ckpt, tmp_path):
+    """The toy model (interleaved positions, relu, no output bias: the paper's) written for
+    transformers: MarianTokenizer gives our ids, MarianMTModel our logits and our greedy
+    translations; imported again, the checkpoint computes the same logits."""
+    from nmt import Translator
+    from nmt.checkpoint import load_model
+    from tests.test_cli import run
+
+    proc = run("nmt.cli.export", "--format", "hf-marian", str(toy_ckpt), str(tmp_path / "hf"))
+    assert proc.returncode == 0, proc.stderr
+    hf_tokenizer = transformers.MarianTokenizer.from_pretrained(str(tmp_path / "hf"))
+    model = transformers.MarianMTModel.from_pretrained(str(tmp_path / "hf")).eval()
+    ours = load_model(toy_ckpt)
+    texts = ["a b c d e", "j i h", "c"]
+    ids = ours.tokenizer.encode_src(texts)
+    assert hf_tokenizer(texts)["input_ids"] == [row + [EOS_ID] for row in ids]
+    batch = hf_tokenizer(texts, return_tensors="pt", padding=True)
+    tgt = torch.tensor([[BOS_ID, 5, 6, 7], [BOS_ID, 8, 9, 10], [BOS_ID, 11, 12, 13]])
+    with torch.no_grad():
+        theirs = model(**batch, decoder_input_ids=tgt).logits
+        mine = ours.model(batch["input_ids"], make_pad_mask(batch["input_ids"]), tgt)
+        torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=1e-4)
+        generated = model.generate(**batch, num_beams=1, do_sample=False, max_new_tokens=12)
+    translator = Translator.from_checkpoint(toy_ckpt)
+    expected = [t.text for t in translator.translate(texts, beam_size=1, max_len_a=0.0, max_len_b=11)]
+    assert hf_tokenizer.batch_decode(generated, skip_special_tokens=True) == expected and any(expected)
+    assert model.generation_config.bad_words_ids == [[PAD_ID], [BOS_ID]]  # never generated, as here
+    assert "# xx→yy Transformer trained with nmt" in (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    proc = run("nmt.cli.import_model", "--from", "hf-marian", str(tmp_path / "hf"), str(tmp_path / "again.ckpt"))
+    assert proc.returncode == 0, proc.stderr
+    again = load_model(tmp_path / "again.ckpt")
+    assert again.tokenizer.tgt_vocab_size == ours.tokenizer.tgt_vocab_size  # our own layout: no extra row
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(batch["input_ids"], make_pad_mask(batch["input_ids"]), tgt), mine,
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_what_marian_cannot_hold_is_refused(toy_ckpt, tmp_path):
+    from nmt.checkpoint import read_checkpoint, write_checkpoint
+    from tests.test_cli import run
+
+    ckpt = read_checkpoint(toy_ckpt)
+    ckpt["nmt"]["config"]["model"] = {**ckpt["nmt"]["config"]["model"], "norm_first": True}
+    write_checkpoint(ckpt, tmp_path / "prenorm.ckpt")
+    proc = run("nmt.cli.export", "--format", "hf-marian", str(tmp_path / "prenorm.ckpt"), str(tmp_path / "hf"))
+    assert proc.returncode == 2 and "post-norm" in proc.stderr and "Traceback" not in proc.stderr
