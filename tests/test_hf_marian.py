@@ -223,3 +223,33 @@ def test_what_marian_cannot_hold_is_refused(toy_ckpt, tmp_path):
     write_checkpoint(ckpt, tmp_path / "prenorm.ckpt")
     proc = run("nmt.cli.export", "--format", "hf-marian", str(tmp_path / "prenorm.ckpt"), str(tmp_path / "hf"))
     assert proc.returncode == 2 and "post-norm" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_imported_model_fine_tunes_then_translates_and_exports(tmp_path):
+    """nmt-train --init-from an imported model: a config that repeats its model and vocabulary
+    (the checkpoint's own, with other data and a short run), a few steps, then nmt-translate and
+    nmt-export to CTranslate2 on the result."""
+    import yaml
+
+    from nmt.checkpoint import read_stored_model
+    from tests.test_cli import run
+
+    marian_directory(tmp_path)
+    assert run("nmt.cli.import_model", "--from", "hf-marian", str(tmp_path / "marian"),
+               str(tmp_path / "m.ckpt")).returncode == 0
+    config = yaml.safe_load((tmp_path / "m.yaml").read_text(encoding="utf-8"))  # nmt-import wrote it
+    assert config == read_stored_model(tmp_path / "m.ckpt").cfg.to_dict()
+    config["data"] = {"source": "toy_reverse", "src_lang": "xx", "tgt_lang": "yy", "max_len": 32, "limit_train": 200}
+    config["trainer"] = {"max_steps": 3, "val_check_interval": 3, "val_bleu_sentences": 8, "log_every_n_steps": 1}
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    train = run("nmt.cli.train", str(tmp_path / "ft.yaml"), "--output-dir", str(tmp_path / "ft"), "--no-test",
+                "--init-from", str(tmp_path / "m.ckpt"))
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert "initialised from" in train.stdout
+    tuned = tmp_path / "ft" / "checkpoints" / "last.ckpt"
+    before, after = read_stored_model(tmp_path / "m.ckpt"), read_stored_model(tuned)
+    assert after.tokenizer.vocab == before.tokenizer.vocab  # the imported vocabulary is kept
+    assert not torch.equal(after.state["generator.bias"], before.state["generator.bias"])  # and it trained
+    out = run("nmt.cli.translate", "--checkpoint", str(tuned), "--src", "xx", "--tgt", "yy", stdin="a b c\nd e\n")
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 2
+    assert run("nmt.cli.export", str(tuned), str(tmp_path / "ct2")).returncode == 0

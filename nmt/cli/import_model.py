@@ -16,6 +16,10 @@ from pathlib import Path
 from nmt.cli import run_cli
 
 FORMATS = ("hf-marian",)
+FINE_TUNE_HEADER = """# The imported model's config: its model and tokenizer sections must stay as they are to fine-tune
+# it. Set data (your corpus), optim and trainer (a budget: max_steps or max_time), then
+#   nmt-train THIS.yaml --init-from {ckpt} --output-dir runs/finetuned
+"""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
+        import yaml
+
         from nmt.checkpoint import load_model, write_checkpoint
         from nmt.hf_marian import import_hf_marian
         from nmt.models import count_parameters, describe_model
@@ -39,9 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = import_hf_marian(args.directory, src_lang=args.src, tgt_lang=args.tgt)
         write_checkpoint(ckpt, args.output)
         loaded = load_model(args.output)  # what every command will read: checked here once
+        config = args.output.with_suffix(".yaml")
+        config.write_text(FINE_TUNE_HEADER.format(ckpt=args.output) + yaml.safe_dump(ckpt["nmt"]["config"], sort_keys=False),
+                          encoding="utf-8")
         print(f"imported {args.directory} ({args.format}, {loaded.cfg.data.src_lang}->{loaded.cfg.data.tgt_lang}): "
               f"{describe_model(loaded.cfg.model)}, {count_parameters(loaded.model):,} parameters, "
-              f"vocabulary {loaded.tokenizer.tgt_vocab_size:,}; written to {args.output}")
+              f"vocabulary {loaded.tokenizer.tgt_vocab_size:,}; written to {args.output}, and {config} to fine-tune it")
         return 0
 
     return run_cli("nmt-import", body)
