@@ -206,7 +206,8 @@ def import_hf_marian(directory: str | Path, *, src_lang: str | None = None, tgt_
     except (TokenizerError, RuntimeError) as err:
         raise MarianError(f"{directory}: cannot load source.spm/target.spm ({str(err).splitlines()[0]})") from None
     state = convert_weights(read_weights(directory), hf, order)
-    beam = int(hf.get("num_beams") or 5)
+    generation = _read_json(directory / "generation_config.json") if (directory / "generation_config.json").is_file() else {}
+    beam = int(generation.get("num_beams") or hf.get("num_beams") or 5)  # the beam the model is published with
     cfg = ExperimentConfig(
         data=DataConfig(source="text", src_lang=str(src_lang), tgt_lang=str(tgt_lang),
                         max_len=min(DataConfig().max_len, model.max_positions - 2)),

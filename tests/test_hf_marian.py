@@ -129,6 +129,7 @@ def marian_directory(tmp_path) -> tuple[object, object]:
     model = transformers.MarianMTModel(config).eval()
     with torch.no_grad():
         model.final_logits_bias.normal_(std=0.1)
+    model.generation_config.num_beams = 3  # (published as the model's beam; nmt-import takes it over)
     model.save_pretrained(tmp_path / "marian")
     (tmp_path / "marian" / "source.spm").write_bytes(models["src"])
     (tmp_path / "marian" / "target.spm").write_bytes(models["tgt"])
@@ -148,6 +149,7 @@ def test_nmt_import_gives_a_checkpoint_that_translates_as_marian_does(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "xx->yy" in proc.stdout and "swish" in proc.stdout
     translator = Translator.from_checkpoint(tmp_path / "m.ckpt")
+    assert translator.defaults.beam_size == 3  # generation_config.json's num_beams
     texts = ["a b c d", "e d c b a c", "b"]
     ours_ids = translator.tokenizer.encode_src(texts)
     order = vocabulary_order(hf_tokenizer.get_vocab(), model.config.to_dict())
