@@ -367,7 +367,10 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False,
     t = cfg.trainer
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-step{step}-bleu{val_bleu:.2f}",
-        auto_insert_metric_name=False, monitor="val_bleu", mode="max", save_top_k=1)
+        auto_insert_metric_name=False, monitor="val_bleu", mode="max", save_top_k=1,
+        # a run resumed after a kill between this file and last.ckpt validates that step again, with the
+        # same weights: it writes the same file again, not a "-v1" copy beside it
+        enable_version_counter=False)
     last = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", t.max_time, t.checkpoint_every)
     terminal = sys.stdout.isatty() and not os.environ.get("CI")
     show = ProgressBar(refresh_rate=1) if terminal else LogLines(t.log_every_n_steps, last)
@@ -377,7 +380,7 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False,
         callbacks.append(ModelCheckpoint(
             dirpath=run_dir / "checkpoints", filename="step{step}", auto_insert_metric_name=False, monitor="step",
             mode="max", save_top_k=t.keep_last_checkpoints, every_n_train_steps=t.save_every_n_steps,
-            save_weights_only=True))
+            save_weights_only=True, enable_version_counter=False))
     if resume:
         callbacks.append(KeepMetricsOnResume(run_dir / "logs" / "metrics.csv"))
     if t.early_stopping_patience:
