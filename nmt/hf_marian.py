@@ -36,10 +36,20 @@ class MarianError(CheckpointError):
     """A Marian model with something our Transformer cannot represent (the message names it)."""
 
 
+REQUIRED = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+            "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings",
+            "pad_token_id", "eos_token_id")  # config.json keys the conversion reads (whole numbers)
+
+
 def model_config(hf: Mapping[str, Any]) -> ModelConfig:
     """Marian's config.json -> our ModelConfig (dropouts kept, for fine-tuning)."""
     if hf.get("model_type") != "marian":
         raise MarianError(f"config.json: model_type is {hf.get('model_type')!r}, not 'marian'")
+    for key in REQUIRED:
+        if key not in hf:
+            raise MarianError(f"config.json has no {key!r}")
+        if type(hf[key]) is not int:
+            raise MarianError(f"config.json: {key} must be a whole number, got {hf[key]!r}")
     activation = ACTIVATIONS.get(str(hf.get("activation_function", "swish")))
     if activation is None:
         raise MarianError(f"config.json: activation_function {hf['activation_function']!r} (supported: relu, swish)")

@@ -83,11 +83,14 @@ def test_greedy_search_picks_marians_tokens():
     ({"scale_embedding": False}, "scale_embedding is false"),
     ({"share_encoder_decoder_embeddings": False}, "separate source and target vocabularies"),
     ({"decoder_ffn_dim": 64}, "encoder_ffn_dim 32 and decoder_ffn_dim 64 differ"),
+    ({"d_model": None}, "config.json has no 'd_model'"),
+    ({"vocab_size": "20"}, "vocab_size must be a whole number, got '20'"),
 ])
 def test_what_our_model_cannot_represent_is_named(change, message):
     _, hf = tiny_marian()
+    changed = {k: v for k, v in {**hf, **change}.items() if v is not None}  # None: the key left out
     with pytest.raises(MarianError, match=message):
-        model_config({**hf, **change})
+        model_config(changed)
 
 
 def test_vocabularies_we_cannot_map_are_named():
