@@ -76,6 +76,8 @@ def vocabulary_order(vocab: Mapping[str, int], hf: Mapping[str, Any]) -> list[in
     """vocab.json and config.json -> our id -> Marian id: PAD (Marian's pad), UNK (`<unk>`), BOS
     (Marian's decoder start), EOS (Marian's eos), then every other entry in Marian's order. A
     vocabulary already in our layout (<pad>, <unk>, <s>, </s> at 0-3: our own exports) stays as it is."""
+    if not all(isinstance(p, str) and type(i) is int for p, i in vocab.items()):
+        raise MarianError("vocab.json: expected pieces mapped to whole-number ids")
     ids = sorted(vocab.values())
     if ids != list(range(len(ids))):
         raise MarianError("vocab.json: the ids are not 0..n-1 without gaps")

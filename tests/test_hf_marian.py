@@ -99,6 +99,8 @@ def test_vocabularies_we_cannot_map_are_named():
         vocabulary_order({**VOCAB, "<s>": V}, {**hf, "vocab_size": V + 1})
     with pytest.raises(MarianError, match=">>xx<<"):
         vocabulary_order({**{k: v for k, v in VOCAB.items() if v != 5}, ">>fra<<": 5}, hf)
+    with pytest.raises(MarianError, match="whole-number ids"):
+        vocabulary_order({**VOCAB, "▁b": "3"}, hf)
     with pytest.raises(MarianError, match="vocab_size is 21"):
         vocabulary_order(VOCAB, {**hf, "vocab_size": V + 1})
 
