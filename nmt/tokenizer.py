@@ -12,8 +12,9 @@ model, so full-width punctuation is already folded without an extra step.
 
 Ids are the SentencePiece model's own, unless the tokenizer has a piece table (`vocab`, a list of
 pieces whose index is the id): then the models only cut text into pieces, and both sides share
-the table's ids, as models imported from Marian do (vocab.json; nmt/hf_marian.py). A piece the
-table lacks is UNK.
+the table's ids, as models imported from Marian do (vocab.json; nmt/hf_marian.py), or the target
+side has a table of its own (`tgt_vocab`: Marian's separate vocabularies, target_vocab.json). A
+piece the table lacks is UNK.
 """
 
 from __future__ import annotations
@@ -80,12 +81,17 @@ class Tokenizer:
 
     def __init__(self, *, src_model: bytes, tgt_model: bytes | None = None,
                  src_normalize: Iterable[str] = (), tgt_normalize: Iterable[str] = (),
-                 vocab: list[str] | None = None) -> None:
+                 vocab: list[str] | None = None, tgt_vocab: list[str] | None = None) -> None:
         self.src_model, self.tgt_model = src_model, tgt_model
         self.vocab = None if vocab is None else list(vocab)
-        if self.vocab is not None and tuple(self.vocab[:4]) != ("<pad>", "<unk>", "<s>", "</s>"):
-            raise TokenizerError(f"a piece table starts with <pad>, <unk>, <s>, </s> (our ids 0-3), got {self.vocab[:4]}")
+        self.tgt_vocab = None if tgt_vocab is None else list(tgt_vocab)
+        if self.tgt_vocab is not None and (self.vocab is None or tgt_model is None):
+            raise TokenizerError("a target piece table needs a source piece table and a target model")
+        for table in (self.vocab, self.tgt_vocab):
+            if table is not None and tuple(table[:4]) != ("<pad>", "<unk>", "<s>", "</s>"):
+                raise TokenizerError(f"a piece table starts with <pad>, <unk>, <s>, </s> (our ids 0-3), got {table[:4]}")
         self._index = None if self.vocab is None else {p: i for i, p in enumerate(self.vocab)}
+        self._tgt_index = self._index if self.tgt_vocab is None else {p: i for i, p in enumerate(self.tgt_vocab)}
         self.src_normalize, self.tgt_normalize = list(src_normalize), list(tgt_normalize)
         self._src = _processor(src_model)
         self._tgt = self._src if tgt_model is None else _processor(tgt_model)
@@ -93,8 +99,8 @@ class Tokenizer:
 
     @property
     def joint(self) -> bool:
-        """One id space for both sides (one model, or a piece table)."""
-        return self.tgt_model is None or self.vocab is not None
+        """One id space for both sides (one model, or one piece table)."""
+        return self.tgt_model is None or (self.vocab is not None and self.tgt_vocab is None)
 
     @property
     def src_vocab_size(self) -> int:
@@ -102,12 +108,17 @@ class Tokenizer:
 
     @property
     def tgt_vocab_size(self) -> int:
-        return self._tgt.get_piece_size() if self.vocab is None else len(self.vocab)
+        return self._tgt.get_piece_size() if self.vocab is None else len(self._tgt_table)
 
-    def _encode(self, model: spm.SentencePieceProcessor, texts: list[str]) -> list[list[int]]:
-        if self._index is None:
+    @property
+    def _tgt_table(self) -> list[str]:
+        assert self.vocab is not None
+        return self.vocab if self.tgt_vocab is None else self.tgt_vocab
+
+    def _encode(self, model: spm.SentencePieceProcessor, texts: list[str], index: dict[str, int] | None
+                ) -> list[list[int]]:
+        if index is None:
             return model.encode(texts)
-        index = self._index
         return [[index.get(p, UNK_ID) for p in pieces] for pieces in model.encode(texts, out_type=str)]
 
     def normalize_src(self, text: str) -> str:
@@ -117,10 +128,11 @@ class Tokenizer:
         return self._norm_tgt(text) if self._norm_tgt else text
 
     def encode_src(self, texts: list[str]) -> list[list[int]]:
-        return self._encode(self._src, [self.normalize_src(t) for t in texts] if self._norm_src else texts)
+        return self._encode(self._src, [self.normalize_src(t) for t in texts] if self._norm_src else texts, self._index)
 
     def encode_tgt(self, texts: list[str]) -> list[list[int]]:
-        return self._encode(self._tgt, [self.normalize_tgt(t) for t in texts] if self._norm_tgt else texts)
+        return self._encode(self._tgt, [self.normalize_tgt(t) for t in texts] if self._norm_tgt else texts,
+                            self._tgt_index)
 
     def decode_tgt(self, ids: list[int]) -> str:
         """Detokenised text; stops at the first EOS and ignores the other special ids."""
@@ -140,26 +152,26 @@ class Tokenizer:
         return [self._src.id_to_piece(i) for i in ids] if self.vocab is None else [self.vocab[i] for i in ids]
 
     def tgt_pieces(self, ids: list[int]) -> list[str]:
-        return [self._tgt.id_to_piece(i) for i in ids] if self.vocab is None else [self.vocab[i] for i in ids]
+        return [self._tgt.id_to_piece(i) for i in ids] if self.vocab is None else [self._tgt_table[i] for i in ids]
 
     def tgt_ids(self, pieces: list[str]) -> list[int]:
-        if self._index is not None:
-            return [self._index.get(p, UNK_ID) for p in pieces]
+        if self._tgt_index is not None:
+            return [self._tgt_index.get(p, UNK_ID) for p in pieces]
         return [self._tgt.piece_to_id(p) for p in pieces]
 
     # -- persistence: plain bytes, never pickled objects -----------------------------------------
     def state_dict(self) -> dict:
         return {"src_model": self.src_model, "tgt_model": self.tgt_model,
                 "src_normalize": list(self.src_normalize), "tgt_normalize": list(self.tgt_normalize),
-                "vocab": self.vocab}
+                "vocab": self.vocab, "tgt_vocab": self.tgt_vocab}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Tokenizer":
         # checkpoints written before normalisation existed have no *_normalize entries
-        # (and those written before piece tables no vocab)
+        # (and those written before piece tables no vocab, tgt_vocab)
         return cls(src_model=state["src_model"], tgt_model=state["tgt_model"],
                    src_normalize=state.get("src_normalize", ()), tgt_normalize=state.get("tgt_normalize", ()),
-                   vocab=state.get("vocab"))
+                   vocab=state.get("vocab"), tgt_vocab=state.get("tgt_vocab"))
 
     def __getstate__(self) -> dict:
         return self.state_dict()
@@ -169,8 +181,8 @@ class Tokenizer:
 
     def save(self, directory: str | Path) -> list[Path]:
         """Write `spm.model` (one model) or `spm.src.model` + `spm.tgt.model` for other tools,
-        `vocab.json` with the piece table if there is one, and `normalize.json` with the
-        normalisation steps when there are any."""
+        `vocab.json` with the piece table if there is one (`tgt_vocab.json` the target side's), and
+        `normalize.json` with the normalisation steps when there are any."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.tgt_model is None:
@@ -183,6 +195,8 @@ class Tokenizer:
             files["normalize.json"] = (json.dumps(steps) + "\n").encode()
         if self.vocab is not None:
             files["vocab.json"] = (json.dumps(self.vocab, ensure_ascii=False) + "\n").encode()
+        if self.tgt_vocab is not None:
+            files["tgt_vocab.json"] = (json.dumps(self.tgt_vocab, ensure_ascii=False) + "\n").encode()
         for name, blob in files.items():
             (directory / name).write_bytes(blob)
         return [directory / name for name in files]
@@ -193,6 +207,8 @@ class Tokenizer:
         steps = json.loads((directory / "normalize.json").read_text()) if (directory / "normalize.json").is_file() else {}
         if (directory / "vocab.json").is_file():
             steps["vocab"] = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
+        if (directory / "tgt_vocab.json").is_file():
+            steps["tgt_vocab"] = json.loads((directory / "tgt_vocab.json").read_text(encoding="utf-8"))
         if (directory / "spm.model").is_file():
             return cls(src_model=(directory / "spm.model").read_bytes(), **steps)
         return cls(

@@ -29,7 +29,8 @@ def test_separate_vocabularies_and_plain_state(tmp_path):
     tok = train_tokenizer(ZH, EN, TokenizerConfig(type="bpe", vocab_size=40, joint=False))
     assert not tok.joint
     state = tok.state_dict()
-    assert set(state) == {"src_model", "tgt_model", "src_normalize", "tgt_normalize", "vocab"} and state["vocab"] is None
+    assert set(state) == {"src_model", "tgt_model", "src_normalize", "tgt_normalize", "vocab", "tgt_vocab"}
+    assert state["vocab"] is None and state["tgt_vocab"] is None
     assert isinstance(state["src_model"], bytes) and isinstance(state["tgt_model"], bytes)
     assert state["src_normalize"] == [] and state["tgt_normalize"] == []  # plain types: no pickled objects
     again = pickle.loads(pickle.dumps(tok))
@@ -60,3 +61,24 @@ def test_a_piece_table_gives_both_models_one_id_space(tmp_path):
     assert Tokenizer.load(tmp_path).encode_src(["我爱你。"]) == tok.encode_src(["我爱你。"])
     with pytest.raises(TokenizerError, match="starts with <pad>, <unk>, <s>, </s>"):
         Tokenizer(src_model=models.src_model, vocab=["</s>", "<unk>", "<s>", "<pad>", "a"])
+
+
+def test_a_target_piece_table_gives_the_target_side_ids_of_its_own(tmp_path):
+    """Marian's separate vocabularies: a table per side, each its own id order."""
+    models = train_tokenizer(ZH, EN, TokenizerConfig(vocab_size=40, joint=False))
+    specials = ["<pad>", "<unk>", "<s>", "</s>"]
+    src_table = specials + sorted({p for text in ZH for p in models._src.encode(text, out_type=str)})
+    tgt_table = specials + sorted({p for text in EN for p in models._tgt.encode(text, out_type=str)}, reverse=True)
+    tok = Tokenizer(src_model=models.src_model, tgt_model=models.tgt_model, vocab=src_table, tgt_vocab=tgt_table)
+    assert not tok.joint and (tok.src_vocab_size, tok.tgt_vocab_size) == (len(src_table), len(tgt_table))
+    (zh,) = tok.encode_src(["我爱你。"])
+    assert zh == [src_table.index(p) for p in models._src.encode("我爱你。", out_type=str)]
+    (en,) = tok.encode_tgt(["Thank you."])
+    assert en == [tgt_table.index(p) for p in models._tgt.encode("Thank you.", out_type=str)]
+    assert tok.decode_tgt(en) == "Thank you." and tok.tgt_ids(tok.tgt_pieces(en)) == en
+    for again in (Tokenizer.from_state_dict(pickle.loads(pickle.dumps(tok.state_dict()))),
+                  Tokenizer.load(tok.save(tmp_path)[0].parent)):
+        assert again.tgt_vocab == tgt_table and again.encode_tgt(["Thank you."]) == [en]
+        assert again.encode_src(["我爱你。"]) == [zh]
+    with pytest.raises(TokenizerError, match="needs a source piece table"):
+        Tokenizer(src_model=models.src_model, tgt_model=models.tgt_model, tgt_vocab=tgt_table)
