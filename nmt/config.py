@@ -106,10 +106,12 @@ class ModelConfig:
 class OptimConfig:
     """Adam, the warm-up schedule and the loss."""
 
-    lr_schedule: str = "noam"  # noam: paper eq. 3 | inverse_sqrt: linear warm-up to peak_lr
+    lr_schedule: str = "noam"  # noam: paper eq. 3 | inverse_sqrt: linear warm-up to peak_lr, then 1/sqrt(step) |
+    # linear: warm-up to peak_lr over warmup_fraction of the budget (max_steps or max_time), then linearly to 0 at its end
     lr_scale: float = 1.0  # noam: multiplies d_model^-0.5 * min(step^-0.5, step*warmup^-1.5)
     peak_lr: float = 5.0e-4  # inverse_sqrt: lr reached at the end of warm-up
-    warmup_steps: int = 4000  # optimizer steps of warm-up
+    warmup_steps: int = 4000  # optimizer steps of warm-up (noam, inverse_sqrt)
+    warmup_fraction: float = 0.1  # linear: the share of the budget spent warming up
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     adam_eps: float = 1.0e-9
     weight_decay: float = 0.0
@@ -172,7 +174,7 @@ _CHOICES = {
     ("model", "rnn_attention"): ("bahdanau", "general", "dot"),
     ("model", "activation"): ("relu", "swish"),
     ("model", "positions"): ("interleaved", "halves"),
-    ("optim", "lr_schedule"): ("noam", "inverse_sqrt"),
+    ("optim", "lr_schedule"): ("noam", "inverse_sqrt", "linear"),
 }
 NORMALIZE_STEPS = ("nfkc", "zh_hans")  # implemented in nmt.tokenizer.NORMALIZERS
 
@@ -266,6 +268,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         (tok.vocab_size >= 8, f"tokenizer.vocab_size must be >= 8, got {tok.vocab_size}"),
         (0.0 < tok.character_coverage <= 1.0, "tokenizer.character_coverage must be in (0, 1]"),
         (o.warmup_steps >= 1, f"optim.warmup_steps must be >= 1, got {o.warmup_steps}"),
+        (0.0 < o.warmup_fraction < 1.0, f"optim.warmup_fraction must be in (0, 1), got {o.warmup_fraction}"),
+        (o.lr_schedule != "linear" or t.max_steps > 0 or t.max_time is not None,
+         "optim.lr_schedule linear decays to 0 at the end of the budget: set trainer.max_steps or max_time"),
         (len(o.adam_betas) == 2 and all(0.0 <= b < 1.0 for b in o.adam_betas), f"optim.adam_betas must be two numbers in [0, 1), got {o.adam_betas}"),
         (0.0 <= o.label_smoothing < 1.0, f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}"),
         (o.peak_lr > 0 and o.lr_scale > 0 and o.adam_eps > 0, "optim.peak_lr, lr_scale and adam_eps must be positive"),

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from nmt.tokenizer import PAD_ID
 from nmt.training.loss import label_smoothed_nll
-from nmt.training.schedule import inverse_sqrt_lr, noam_lr
+from nmt.training.schedule import budget_progress, inverse_sqrt_lr, linear_lr, noam_lr
 
 
 def test_label_smoothing_equals_nll_at_epsilon_zero():
@@ -55,6 +55,69 @@ def test_inverse_sqrt_schedule_reaches_peak_lr_at_warmup():
     assert inverse_sqrt_lr(100, peak_lr=1e-3, warmup_steps=400) == pytest.approx(2.5e-4)
     assert inverse_sqrt_lr(400, peak_lr=1e-3, warmup_steps=400) == pytest.approx(1e-3)
     assert inverse_sqrt_lr(1600, peak_lr=1e-3, warmup_steps=400) == pytest.approx(5e-4)
+
+
+def test_linear_schedule_over_the_budget_by_hand():
+    # warm-up over the first 20% of the budget, then down to 0 at its end
+    assert linear_lr(0.1, peak_lr=1e-3, warmup_fraction=0.2) == pytest.approx(5e-4)
+    assert linear_lr(0.2, peak_lr=1e-3, warmup_fraction=0.2) == pytest.approx(1e-3)
+    assert linear_lr(0.6, peak_lr=1e-3, warmup_fraction=0.2) == pytest.approx(5e-4)
+    assert linear_lr(1.0, peak_lr=1e-3, warmup_fraction=0.2) == 0.0
+    # the budget: whichever of the step and the time limits runs out first
+    assert budget_progress(50, 10.0, max_steps=100, max_seconds=None) == 0.5
+    assert budget_progress(50, 90.0, max_steps=100, max_seconds=100.0) == 0.9
+    assert budget_progress(90, 50.0, max_steps=100, max_seconds=100.0) == 0.9
+    assert budget_progress(10, 150.0, max_steps=-1, max_seconds=100.0) == 1.0
+    with pytest.raises(ValueError):
+        budget_progress(10, 1.0, max_steps=-1, max_seconds=None)
+
+
+def test_the_linear_schedule_follows_the_runs_clock_under_a_time_limit():
+    """With trainer.max_time, the schedule reads training seconds from the run's clock (which
+    counts the time before a resume): warm-up over the first 10% of 100 s, then down to 0."""
+    from nmt.config import load_config
+    from nmt.tokenizer import train_tokenizer
+    from nmt.training.module import TranslationModule
+
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "toy_reverse.yaml",
+                      ["optim.lr_schedule=linear", "optim.peak_lr=0.002", "optim.warmup_fraction=0.1",
+                       "trainer.max_steps=-1", "trainer.max_time=00:00:01:40"])
+    tokenizer = train_tokenizer(["a b c d e f g h i j"] * 20, ["a b c d e f g h i j"] * 20, cfg.tokenizer)
+    module = TranslationModule(cfg=cfg, tokenizer=tokenizer)
+    now = [0.0]
+    module.clock = lambda: now[0]
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    lrs = []
+    for t in (5.0, 10.0, 55.0, 100.0, 130.0):
+        now[0] = t
+        scheduler.optimizer.step()  # (no gradients: nothing moves)
+        scheduler.step()
+        lrs.append(scheduler.optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([1e-3, 2e-3, 1e-3, 0.0, 0.0])
+
+
+def test_a_time_budgeted_run_warms_up_and_decays_to_zero_on_its_clock(tmp_path):
+    """nmt-train with optim.lr_schedule linear and only a time limit: the logged lr rises to near
+    the peak and falls to near 0 by the end, on the run's own clock (no step limit to go by)."""
+    import csv
+
+    from nmt.config import load_config
+    from nmt.training.run import train
+
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "toy_reverse.yaml",
+                      ["optim.lr_schedule=linear", "optim.peak_lr=0.002", "optim.warmup_fraction=0.3",
+                       "trainer.max_steps=-1", "trainer.max_time=00:00:00:06", "trainer.val_check_interval=100000",
+                       "trainer.log_every_n_steps=1", "data.limit_train=500"])
+    run = train(cfg, tmp_path / "run", test=False)
+    with open(run.run_dir / "logs" / "metrics.csv", encoding="utf-8") as f:
+        lrs = [float(row["lr"]) for row in csv.DictReader(f) if row.get("lr")]
+    assert len(lrs) >= 20 and max(lrs) > 0.0015 and lrs[-1] < 0.0005
+    peak = lrs.index(max(lrs))
+    assert 0.1 < peak / len(lrs) < 0.6  # (steps are not evenly spread in time: roughly the warm-up's 30%)
 
 
 def test_validation_bleu_uses_the_first_pairs_in_file_order_not_the_shortest():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -18,7 +19,7 @@ from nmt.masks import make_pad_mask
 from nmt.models import build_model
 from nmt.tokenizer import PAD_ID, Tokenizer
 from nmt.training.loss import label_smoothed_nll
-from nmt.training.schedule import inverse_sqrt_lr, noam_lr
+from nmt.training.schedule import budget_progress, inverse_sqrt_lr, linear_lr, noam_lr, seconds
 
 
 class TranslationModule(L.LightningModule):
@@ -35,6 +36,9 @@ class TranslationModule(L.LightningModule):
         self.train_tokens, self.train_seconds = 0, 0.0  # for the run's average tokens/s
         self.nonfinite_steps, self.nonfinite_in_a_row = 0, 0  # skipped steps (NaN/inf loss)
         self.stop_reason: str | None = None  # set when training must end with an error
+        # seconds of training so far, for optim.lr_schedule linear (nmt.training.run sets it to the
+        # run's clock, which counts the time before a resume; without one only steps count)
+        self.clock: Callable[[], float] | None = None
 
     # -- one step, shared by training and validation ---------------------------------------------
     def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -148,8 +152,17 @@ class TranslationModule(L.LightningModule):
                                      eps=o.adam_eps, weight_decay=o.weight_decay, fused=True)
         if o.lr_schedule == "noam":
             fn = partial(noam_lr, d_model=d_model, warmup_steps=o.warmup_steps, scale=o.lr_scale)
-        else:
+        elif o.lr_schedule == "inverse_sqrt":
             fn = partial(inverse_sqrt_lr, peak_lr=o.peak_lr, warmup_steps=o.warmup_steps)
+        else:  # linear, over the budget: trainer.max_steps and/or max_time
+            t = self.cfg.trainer
+            max_seconds = seconds(t.max_time) if t.max_time else None
+
+            def fn(step: int) -> float:
+                elapsed = self.clock() if self.clock is not None else 0.0
+                # (step - 1: the steps done, so the first step runs at lr 0, as HF's linear schedule)
+                progress = budget_progress(step - 1, elapsed, max_steps=t.max_steps, max_seconds=max_seconds)
+                return linear_lr(progress, peak_lr=o.peak_lr, warmup_fraction=o.warmup_fraction)
         # LambdaLR counts from 0 before the first step; the paper's step numbers start at 1.
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: fn(step + 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

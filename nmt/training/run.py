@@ -36,6 +36,7 @@ from nmt.models import count_parameters, describe_model
 from nmt.provenance import environment
 from nmt.tokenizer import Tokenizer, train_tokenizer
 from nmt.training.module import TranslationModule
+from nmt.training.schedule import seconds
 
 def is_rank_zero() -> bool:
     return rank_zero_only.rank == 0  # type: ignore[attr-defined]  # Lightning sets it at start
@@ -209,12 +210,6 @@ class ProgressBar(TQDMProgressBar):
         return metrics
 
 
-def seconds(interval: str) -> int:
-    """'DD:HH:MM:SS' (trainer.max_time, trainer.checkpoint_every) -> seconds."""
-    days, hours, minutes, secs = (int(x) for x in interval.split(":"))
-    return ((days * 24 + hours) * 60 + minutes) * 60 + secs
-
-
 class LastCheckpoint(Checkpoint):
     """The run's one resumable checkpoint, checkpoints/last.ckpt (weights, optimizer, schedule,
     batch position, elapsed time), and the time limit `trainer.max_time`.
@@ -237,6 +232,9 @@ class LastCheckpoint(Checkpoint):
         self.max_seconds = seconds(max_time) if max_time else None
         self.every = seconds(every) if every else None
         self.elapsed_before, self._start, self._saved_at, self._step_seen = 0.0, time.monotonic(), 0.0, -1
+        # training seconds at the end of the last optimizer step, the same on every rank (rank 0's
+        # clock when there is a time limit): what optim.lr_schedule linear reads its progress from
+        self.step_elapsed = 0.0
         self._rng: tuple = (None, None)  # (torch, cuda) random state from a resumed checkpoint
 
     def elapsed(self) -> float:
@@ -251,6 +249,7 @@ class LastCheckpoint(Checkpoint):
         elapsed = self.elapsed()
         if trainer.world_size > 1 and (self.max_seconds is not None or self.every is not None):
             elapsed = trainer.strategy.broadcast(elapsed)  # rank 0's clock, the same decision everywhere
+        self.step_elapsed = elapsed
         if self.max_seconds is not None and elapsed >= self.max_seconds:
             trainer.should_stop = True
         final = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step or (
@@ -279,7 +278,7 @@ class LastCheckpoint(Checkpoint):
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.elapsed_before = float(state.get("elapsed", 0.0))
+        self.elapsed_before = self.step_elapsed = float(state.get("elapsed", 0.0))
         self._rng = state.get("torch_rng"), state.get("cuda_rng")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -460,6 +459,8 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
     check_disk_space(run_dir, checkpoint_bytes(module.model))
     n_batches = None if data.streaming else len(data.train_sampler())
     trainer = build_trainer(cfg, run_dir, resume=resume, extra_callbacks=list(callbacks))
+    clock = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
+    module.clock = lambda: clock.step_elapsed  # (optim.lr_schedule linear: the budget spent)
     _print_start_summary(cfg, data, module, trainer, run_dir, n_batches)
     last = run_dir / "checkpoints" / "last.ckpt"
     try:
