@@ -459,7 +459,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, test: b
     check_disk_space(run_dir, checkpoint_bytes(module.model))
     n_batches = None if data.streaming else len(data.train_sampler())
     trainer = build_trainer(cfg, run_dir, resume=resume, extra_callbacks=list(callbacks))
-    clock = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
+    clock = next(c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint))
     module.clock = lambda: clock.step_elapsed  # (optim.lr_schedule linear: the budget spent)
     _print_start_summary(cfg, data, module, trainer, run_dir, n_batches)
     last = run_dir / "checkpoints" / "last.ckpt"
