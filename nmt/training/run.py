@@ -38,6 +38,7 @@ from nmt.tokenizer import Tokenizer, train_tokenizer
 from nmt.training.module import TranslationModule
 from nmt.training.schedule import seconds
 
+
 def is_rank_zero() -> bool:
     return rank_zero_only.rank == 0  # type: ignore[attr-defined]  # Lightning sets it at start
 
