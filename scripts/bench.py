@@ -279,12 +279,14 @@ class GrowingCache:
 def decode(spec: dict) -> dict:
     """Translate `src_file` (beam 5, batches of 32 sentences) after a warm-up; time it.
     Optional: `options` (more DecodingOptions, e.g. shortlist), `uncached` / `growing_cache`
-    (reference caches), `workers` (batches in parallel, one thread each)."""
+    (reference caches), `workers` (batches in parallel, one thread each), `onednn` (False: torch's
+    own nn.Linear instead of the oneDNN-packed one)."""
     from nmt.api import Translator
 
     engine = spec["engine"]
     translator = Translator.from_checkpoint(spec["model"], engine=engine, int8=spec.get("int8", False),
-                                            max_sentences=BATCH, max_tokens=10**9, workers=spec.get("workers"))
+                                            max_sentences=BATCH, max_tokens=10**9, workers=spec.get("workers"),
+                                            onednn=spec.get("onednn"))
     if spec.get("uncached"):
         translator.engine.model = PrefixRefeed(translator.engine.model)
     if spec.get("growing_cache"):

@@ -9,7 +9,8 @@ CTranslate2 (vmap.txt included), then decodes with beam 5, length penalty |Y|^1,
 batch, after a warm-up batch, each measurement in its own process (bench.py's `decode` child):
 
 - the Tatoeba test split (2,000 sentences) and WMT22 zh-en (1,875 news sentences): torch fp32 with
-  the preallocated cache, with the growing (torch.cat) cache, with the shortlist, with 2 worker
+  the preallocated cache (linear layers through oneDNN, the default), with MKL's (torch's own
+  nn.Linear), with the growing (torch.cat) cache, with the shortlist, with 2 worker
   processes of 1 thread each (--workers 2) without and with the shortlist, torch int8; CTranslate2 fp32 and int8, each without and with the shortlist (use_vmap).
   Decoding seconds, target tokens/s, BLEU, and the share of outputs identical to the same engine
   and precision without the shortlist (torch fp32 for the torch rows);
@@ -66,6 +67,7 @@ def main() -> int:
     short = {"options": {"shortlist": True}}
     modes = {  # name: (spec, the row its outputs are compared with)
         "torch fp32": (dict(engine="torch", model=str(ckpt)), "torch fp32"),
+        "torch fp32, MKL linear (no oneDNN)": (dict(engine="torch", model=str(ckpt), onednn=False), "torch fp32"),
         "torch fp32, growing cache": (dict(engine="torch", model=str(ckpt), growing_cache=True), "torch fp32"),
         "torch fp32, shortlist": (dict(engine="torch", model=str(ckpt), **short), "torch fp32"),
         "torch fp32, 2 workers x 1 thread": (dict(engine="torch", model=str(ckpt), workers=2), "torch fp32"),
@@ -77,7 +79,8 @@ def main() -> int:
         "ctranslate2 int8, shortlist": (dict(engine="ctranslate2", model=ct2, int8=True, **short), "ctranslate2 int8"),
     }
     if args.quick:
-        modes = {name: modes[name] for name in ("torch fp32", "ctranslate2 fp32", "ctranslate2 int8")}
+        modes = {name: modes[name] for name in ("torch fp32", "torch fp32, MKL linear (no oneDNN)", "ctranslate2 fp32",
+                                                "ctranslate2 int8")}
     report["decoding"] = {}
     for test, prefix in TESTS.items():
         say(f"decoding {prefix}.zh ({report['search']})")

@@ -1,0 +1,57 @@
+"""Linear layers through oneDNN for decoding on CPUs (issue 20).
+
+torch sends a float32 `nn.Linear` on the CPU to MKL's sgemm. On AMD CPUs MKL takes a generic code
+path; oneDNN (torch's other CPU math library, and what CTranslate2 uses on AMD) with the weight
+reordered once into its blocked layout ran the decoder's products about twice as fast on this
+project's machine (AMD EPYC, docs/performance.md). Same float32 maths, in a different order of
+summation: outputs agree to about 1e-5 relative, not bit for bit.
+
+`pack_linears(model)` swaps every `nn.Linear` of an inference model for a `PackedLinear` holding
+the reordered weight; the original parameters stay on it (`weight`, `bias`), so tied matrices stay
+tied and the shortlist's output layer (nmt/models/transformer.py `output_layer`) still slices them.
+Nothing changes for training: a PackedLinear that needs gradients uses plain `F.linear`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def onednn_available() -> bool:
+    """torch was built with oneDNN and has the (internal, used by torch.compile's CPU backend)
+    prepacked linear operator."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise") \
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+
+class PackedLinear(nn.Module):
+    """y = x W^T + b with W reordered for oneDNN once; x (..., in) -> (..., out)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias  # the same Parameters: tying is kept
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())  # opaque oneDNN layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return F.linear(x, self.weight, self.bias)  # the packed operator records no gradient
+        bias = None if self.bias is None else self.bias.detach()
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, oneDNN"
+
+
+def pack_linears(model: nn.Module) -> nn.Module:
+    """In place: every float32 CPU nn.Linear of `model` -> a PackedLinear; returns the model.
+    A model on another device or dtype, or a torch without oneDNN, is returned unchanged."""
+    if not onednn_available():
+        return model
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype == torch.float32:
+                setattr(module, name, PackedLinear(child))
+    return model
