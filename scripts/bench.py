@@ -11,7 +11,7 @@ d_ff 1,024; ~4,096-token batches. Every measurement runs in its own process, so 
 
 - training: target tokens/s (non-pad target tokens incl. EOS over the steps after the first
   --warmup-steps, per second of wall time) and peak RSS of nmt's trainer (Lightning), of nmt with
-  trainer.compile, and of a plain PyTorch loop training torch.nn.Transformer of the same size on
+  bfloat16 mixed precision, of nmt with trainer.compile, and of a plain PyTorch loop training torch.nn.Transformer of the same size on
   the same batches (the reference);
 - decoding the 354 test sentences, beam 5, 32 sentences per batch, length penalty |Y|^1: our
   translator fp32 / int8 / without the incremental cache, and the CTranslate2 export fp32 / int8;
@@ -372,6 +372,8 @@ def main() -> int:
     train["nmt_activation_dropout"] = child(out, "train_nmt", steps=steps, warmup=warm, max_tokens=4096,
                                             overrides=["model.activation_dropout=0.1"],
                                             run_dir=str(out / "train-nmt-activation-dropout"))
+    train["nmt_bf16"] = child(out, "train_nmt", steps=steps, warmup=warm, max_tokens=4096,
+                              overrides=["trainer.precision=bf16-mixed"], run_dir=str(out / "train-nmt-bf16"))
     train["nmt_compile"] = child(out, "train_nmt", steps=steps, warmup=warm, max_tokens=4096, compile=True,
                                  run_dir=str(out / "train-nmt-compile"))
     for name, r in train.items():
@@ -470,6 +472,7 @@ def markdown(r: dict) -> str:
              "| training | target tokens/s | vs nn.Transformer loop | peak RSS (MB) |", "|---|---:|---:|---:|"]
     for name, label in (("nmt", "nmt-train (Lightning)"), ("nmt_low_memory", "nmt-train, trainer.low_memory"),
                         ("nmt_activation_dropout", "nmt-train, model.activation_dropout=0.1 (FFN dropout as nn.Transformer)"),
+                        ("nmt_bf16", "nmt-train, trainer.precision=bf16-mixed (the reference stays float32)"),
                         ("nmt_compile", "nmt-train, trainer.compile"),
                         ("reference", "plain loop, torch.nn.Transformer")):
         if name not in t:  # a run from before the row existed

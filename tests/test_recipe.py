@@ -169,3 +169,38 @@ def test_smoothed_cross_entropy_gradient_is_p_minus_q():
         (g_ref,) = torch.autograd.grad(weights[0] * theirs[0].sum() + weights[1] * theirs[1].sum(), logits)
         torch.testing.assert_close(g_mine, g_ref)
     assert torch.autograd.gradcheck(lambda z: _SmoothedCrossEntropy.apply(z, target, eps)[0], (logits,))
+
+
+def test_bf16_mixed_training_on_the_cpu_multiplies_in_bfloat16_and_keeps_float32_weights(tmp_path):
+    """trainer.precision=bf16-mixed on the CPU (configs/tatoeba_cpu.yaml's choice where the CPU
+    has bfloat16 instructions): the linear layers compute in bfloat16 during training steps, the
+    loss still falls, and the checkpoint holds float32 weights (the master copy autocast keeps)."""
+    import csv
+
+    from lightning.pytorch.callbacks import Callback
+
+    from nmt.checkpoint import read_stored_model
+    from nmt.config import load_config
+    from nmt.training.run import train
+
+    from tests.conftest import ROOT
+
+    class LinearDtypes(Callback):
+        def __init__(self) -> None:
+            self.seen: set[torch.dtype] = set()
+
+        def on_fit_start(self, trainer, pl_module) -> None:
+            linear = next(m for m in pl_module.model.modules() if isinstance(m, torch.nn.Linear))
+            linear.register_forward_hook(lambda mod, args, out: self.seen.add(out.dtype) if mod.training else None)
+
+    dtypes = LinearDtypes()
+    cfg = load_config(ROOT / "configs" / "toy_reverse.yaml",
+                      ["trainer.precision=bf16-mixed", "trainer.max_steps=40", "trainer.val_check_interval=40",
+                       "trainer.val_bleu_sentences=20", "trainer.log_every_n_steps=1", "data.limit_train=2000"])
+    run = train(cfg, tmp_path / "run", test=False, callbacks=[dtypes])
+    assert dtypes.seen == {torch.bfloat16}
+    with open(run.run_dir / "logs" / "metrics.csv", encoding="utf-8") as f:
+        losses = [float(row["loss"]) for row in csv.DictReader(f) if row.get("loss")]
+    assert len(losses) >= 30 and sum(losses[-5:]) < 0.8 * sum(losses[:5])
+    state = read_stored_model(run.run_dir / "checkpoints" / "last.ckpt").state
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
