@@ -8,7 +8,7 @@
 #        budget, back to back; each translates the 354 test sentences (beam 5, batches of 32).
 #        Writes OUT/speed/results.json (both, the ratio, machine, commit, versions, commands).
 #   bash scripts/peers/fairseq.sh quality [fairseq-usual|fairseq-recipe] [--minutes 30] [--out ...]
-#        [--limit-valid N] [--limit-test N] [--fresh]
+#        [--limit-valid N] [--limit-test N] [--fresh] [--total-updates N]
 #        the Tatoeba+HSK run: fairseq-usual = the anchor flags of FAIRSEQ.md; fairseq-recipe = the
 #        hyperparameters of configs/tatoeba_cpu.yaml, checkpoint averaging and the length penalty
 #        chosen on the valid split as scripts/recipe_tatoeba.sh does. Scored on the Tatoeba test and

@@ -431,13 +431,13 @@ class _cwd:
         os.chdir(self.old)
 
 
-def train_flags(recipe: bool, minutes: float, save_every: int, keep: int) -> list[str]:
+def train_flags(recipe: bool, minutes: float, save_every: int, keep: int, total_updates: int = 0) -> list[str]:
     arch = ["--arch", "transformer", "--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-dim", "256",
             "--decoder-embed-dim", "256", "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
             "--encoder-attention-heads", "4", "--decoder-attention-heads", "4", "--share-all-embeddings",
-            "--criterion", "label_smoothed_cross_entropy", "--optimizer", "adam", "--lr-scheduler", "inverse_sqrt"]
+            "--criterion", "label_smoothed_cross_entropy", "--optimizer", "adam"]
     if not recipe:  # FAIRSEQ.md: the quality anchor run
-        return arch + ["--label-smoothing", "0.1", "--adam-betas", "(0.9,0.98)",
+        return arch + ["--lr-scheduler", "inverse_sqrt", "--label-smoothing", "0.1", "--adam-betas", "(0.9,0.98)",
                        "--dropout", "0.1", "--attention-dropout", "0.1", "--lr", "1e-3", "--warmup-updates", "1000",
                        "--warmup-init-lr", "1e-7", "--max-tokens", "4096", "--stop-time-hours", f"{minutes / 60:.6g}",
                        "--seed", "1", "--no-epoch-checkpoints"]
@@ -446,14 +446,24 @@ def train_flags(recipe: bool, minutes: float, save_every: int, keep: int) -> lis
     cfg = load_config(ROOT / "configs" / "tatoeba_cpu.yaml")
     m, o = cfg.model, cfg.optim
     assert (m.d_model, m.n_heads, m.d_ff, m.n_encoder_layers, m.n_decoder_layers) == (256, 4, 1024, 3, 3), "config changed"
-    assert o.lr_schedule == "inverse_sqrt" and m.tie_embeddings and not m.norm_first
-    return arch + [
+    assert o.lr_schedule in ("inverse_sqrt", "linear") and m.tie_embeddings and not m.norm_first
+    if o.lr_schedule == "inverse_sqrt":
+        warmup = o.warmup_steps
+        schedule = ["--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(warmup)]
+    else:  # nmt's linear schedule is in fractions of the wall-clock budget; fairseq's counts updates
+        if total_updates <= 0:
+            raise SystemExit("fairseq_compare: the recipe's linear schedule needs --total-updates N (the optimizer "
+                             "steps nmt's own run made in the same budget: fairseq's polynomial_decay counts updates)")
+        warmup = max(1, round(o.warmup_fraction * total_updates))
+        schedule = ["--lr-scheduler", "polynomial_decay", "--power", "1", "--end-learning-rate", "0",
+                    "--warmup-updates", str(warmup), "--total-num-update", str(total_updates)]
+    return arch + schedule + [
         "--dropout", f"{m.dropout:g}", "--attention-dropout", f"{m.attention_dropout:g}",
         "--activation-dropout", f"{m.activation_dropout:g}", "--adam-eps", f"{o.adam_eps:g}",
         "--adam-betas", f"({o.adam_betas[0]:g},{o.adam_betas[1]:g})", "--weight-decay", f"{o.weight_decay:g}",
-        "--label-smoothing", f"{o.label_smoothing:g}", "--lr", f"{o.peak_lr:g}", "--warmup-updates", str(o.warmup_steps),
+        "--label-smoothing", f"{o.label_smoothing:g}", "--lr", f"{o.peak_lr:g}",
         # nmt's step 1 runs at peak_lr / warmup (fairseq's update k runs at the lr set after update k-1)
-        "--warmup-init-lr", f"{o.peak_lr / o.warmup_steps:g}", "--max-tokens", str(cfg.data.max_tokens),
+        *(["--warmup-init-lr", f"{o.peak_lr / warmup:g}"] if o.lr_schedule == "inverse_sqrt" else []), "--max-tokens", str(cfg.data.max_tokens),
         "--clip-norm", f"{cfg.trainer.gradient_clip_val:g}", "--stop-time-hours", f"{minutes / 60:.6g}",
         "--seed", str(cfg.trainer.seed), "--save-interval-updates", str(save_every),
         "--keep-interval-updates", str(keep), "--no-epoch-checkpoints"]
@@ -474,7 +484,9 @@ QUALITY_DIFFERENCES = {
         "averaging: the last 2/4/8 step checkpoints in both; fairseq's via scripts/peers/fairseq_average.py (fairseq's "
         "scripts/average_checkpoints.py is not in the sdist; --averager takes it from a fairseq checkout)",
         "fairseq's own initialisation, batching (sorted by length, max(src,tgt) incl. EOS x sentences <= max-tokens) "
-        "and data order; --warmup-init-lr peak/warmup so that update 1 runs at nmt's step-1 lr"],
+        "and data order; --warmup-init-lr peak/warmup so that update 1 runs at nmt's step-1 lr",
+        "schedule: nmt's linear warm-up and decay are fractions of the wall-clock budget; fairseq's polynomial_decay "
+        "(power 1, to 0) counts updates: its total is --total-updates, the steps nmt's own run made in the same budget"],
 }
 
 
@@ -495,7 +507,7 @@ def quality(args) -> int:
         resume = (save / "checkpoint_last.pt").is_file()
         say(f"== fairseq-train: {args.minutes:g} minutes" + (" (resuming checkpoint_last.pt)" if resume else ""))
         cmd = [env_dir / "bin" / "fairseq-train", data_bin, *train_flags(recipe, args.minutes, args.save_interval_updates,
-                                                                          args.keep_interval_updates),
+                                                                          args.keep_interval_updates, args.total_updates),
                "--cpu", "--num-workers", "0", "--save-dir", save, "--log-format", "json", "--log-interval", "50"]
         t = run(cmd, log=out / "fairseq-train.log", append=resume, env=env,
                 echo=lambda l: "| valid |" in l or "| train |" in l or "Stopping training" in l or "train_inner" in l)
@@ -602,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--averager", type=Path, default=None,
                    help="fairseq's scripts/average_checkpoints.py from a checkout of its git repository (v0.12.2; "
                    "the sdist lacks it); default: scripts/peers/fairseq_average.py, the same averaging")
+    q.add_argument("--total-updates", type=int, default=0,
+                   help="recipe with the linear schedule: fairseq's total updates (the steps of nmt's own 30-minute run)")
     q.add_argument("--fresh", action="store_true", help="delete OUT/VARIANT first (else a trained model is reused)")
     args = p.parse_args(argv)
     args.env = args.env.resolve()
