@@ -276,11 +276,29 @@ class GrowingCache:
         return self.model.make_cache(record_attention=record_attention, capacity=None)
 
 
+class CompiledStep:
+    """A model wrapper whose decoder step (`decode`: embedding, layers with the cache, output layer)
+    is `torch.compile`d with dynamic shapes (batch rows and cache length change every step)."""
+
+    def __init__(self, model) -> None:
+        import torch
+
+        self.model, self.max_output_len = model, model.max_output_len
+        self._decode = torch.compile(model.decode, dynamic=True)
+
+    def __getattr__(self, name):  # encode, make_cache: the model's own
+        return getattr(self.model, name)
+
+    def decode(self, tgt_in, memory, src_mask, cache=None, keep=None, vocab=None):
+        return self._decode(tgt_in, memory, src_mask, cache, keep, vocab)
+
+
 def decode(spec: dict) -> dict:
     """Translate `src_file` (beam 5, batches of 32 sentences) after a warm-up; time it.
     Optional: `options` (more DecodingOptions, e.g. shortlist), `uncached` / `growing_cache`
-    (reference caches), `workers` (batches in parallel, one thread each), `onednn` (False: torch's
-    own nn.Linear instead of the oneDNN-packed one)."""
+    (reference caches), `compiled` (torch.compile'd decoder step; the warm-up's seconds, which
+    include compiling, are reported), `workers` (batches in parallel, one thread each), `onednn`
+    (False: torch's own nn.Linear instead of the oneDNN-packed one)."""
     from nmt.api import Translator
 
     engine = spec["engine"]
@@ -291,9 +309,13 @@ def decode(spec: dict) -> dict:
         translator.engine.model = PrefixRefeed(translator.engine.model)
     if spec.get("growing_cache"):
         translator.engine.model = GrowingCache(translator.engine.model)
+    if spec.get("compiled"):
+        translator.engine.model = CompiledStep(translator.engine.model)
     lines = Path(spec["src_file"]).read_text(encoding="utf-8").splitlines()
     search = dict(beam_size=BEAM, length_penalty="length", alpha=1.0, **spec.get("options", {}))
+    start = time.perf_counter()
     translator.translate(lines[: BATCH * (spec.get("workers") or 1)], **search)  # warm-up: allocator, pools, lazy inits
+    warm_up = time.perf_counter() - start
     if spec.get("buckets"):  # seconds per sentence against source length
         return {"buckets": bucket_costs(translator, lines, search, spec.get("max_len", 100))}
     start = time.perf_counter()
@@ -301,7 +323,8 @@ def decode(spec: dict) -> dict:
     seconds = time.perf_counter() - start
     tokens = sum(len(r.target_ids or []) + 1 for r in results)
     hyps = [r.text for r in results]
-    return {"sentences": len(lines), "seconds": round(seconds, 3), "sentences_per_s": round(len(lines) / seconds, 1),
+    return {"sentences": len(lines), "seconds": round(seconds, 3), "warm_up_seconds": round(warm_up, 3),
+            "sentences_per_s": round(len(lines) / seconds, 1),
             "target_tokens_per_s": round(tokens / seconds, 1), "hypotheses": hyps,
             **bleu(hyps, Path(spec["ref_file"]))}
 
