@@ -142,6 +142,8 @@ class TrainerConfig:
     num_workers: int = 0  # DataLoader worker processes
     save_every_n_steps: int = 0  # also write checkpoints/step<N>.ckpt (weights only) every N steps (0: off) ...
     keep_last_checkpoints: int = 5  # ... keeping the newest this many, for averaging (nmt-average --last)
+    ema_decay: float = 0.0  # exponential moving average of the weights, e <- d*e + (1-d)*w each step: validated,
+    # saved in every checkpoint and translated with (0: off; 0.999 averages over about the last 1,000 steps)
     compile: bool = False  # torch.compile the model's training forward pass (first steps compile)
     low_memory: bool = False  # return freed activations to the OS (glibc): lower peak RSS, slower steps
     max_nonfinite_steps: int = 10  # a non-finite loss skips its step; this many in a row stop the run (0: never)
@@ -282,6 +284,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         (t.gradient_clip_val >= 0, "trainer.gradient_clip_val must be >= 0"),
         (t.max_nonfinite_steps >= 0, "trainer.max_nonfinite_steps must be >= 0"),
         (t.save_every_n_steps >= 0 and t.keep_last_checkpoints >= 1, "trainer.save_every_n_steps must be >= 0 and keep_last_checkpoints >= 1"),
+        (0.0 <= t.ema_decay < 1.0, f"trainer.ema_decay must be in [0, 1), got {t.ema_decay}"),
         (t.val_bleu_sentences >= 0 and t.early_stopping_patience >= 0, "trainer.val_bleu_sentences and early_stopping_patience must be >= 0"),
     ]
     for ok, message in checks:

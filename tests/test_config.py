@@ -44,6 +44,7 @@ def test_base_config_is_the_papers_base_model():
     ({"optim": {"adam_betas": [0.9]}}, "optim.adam_betas must be two numbers"),
     ({"trainer": {"max_steps": -1, "max_epochs": -1}}, "set at least one of trainer.max_steps"),
     ({"trainer": {"max_time": "10 minutes", "max_steps": 5}}, "trainer.max_time must look like DD:HH:MM:SS"),
+    ({"trainer": {"ema_decay": 1.0}}, r"trainer.ema_decay must be in \[0, 1\), got 1.0"),
     ({"data": {"source": "hub"}, "trainer": {"max_steps": 5}}, "data.hub_name is required"),
     ({"decoding": {"beam_size": 0}}, "decoding.beam_size: beam_size must be >= 1, got 0"),
     ({"decoding": {"beam_size": 2, "n_best": 3}}, r"decoding.n_best: n_best \(3\) cannot exceed beam_size \(2\)"),

@@ -169,5 +169,10 @@ class TranslationModule(L.LightningModule):
 
     # -- self-contained checkpoints: config and tokenizer as plain data ---------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "optimizer_states" not in checkpoint:  # weights only (step<N>.ckpt): Lightning skips the callbacks' hooks
+            for callback in getattr(self._trainer, "callbacks", []):
+                average = getattr(callback, "average_state_dict", None)
+                if average is not None and (weights := average()) is not None:
+                    checkpoint["state_dict"] = weights  # trainer.ema_decay: the averaged weights, as in last.ckpt
         checkpoint["nmt"] = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(),
                              "tokenizer": self.tokenizer.state_dict()}

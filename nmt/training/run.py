@@ -31,6 +31,7 @@ from nmt.checkpoint import StoredModel, checkpoint_bytes, load_weights, read_sto
 from nmt.config import ExperimentConfig, save_config
 from nmt.data import Prepared, TranslationDataModule, load_raw, open_prepared, prepare_corpus
 from nmt.training.checkpoint_io import AtomicCheckpointIO
+from nmt.training.ema import WeightsEMA
 from nmt.evaluation import corpus_scores
 from nmt.models import count_parameters, describe_model
 from nmt.provenance import environment
@@ -381,6 +382,8 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False,
             dirpath=run_dir / "checkpoints", filename="step{step}", auto_insert_metric_name=False, monitor="step",
             mode="max", save_top_k=t.keep_last_checkpoints, every_n_train_steps=t.save_every_n_steps,
             save_weights_only=True, enable_version_counter=False))
+    if t.ema_decay:
+        callbacks.append(WeightsEMA(t.ema_decay))
     if resume:
         callbacks.append(KeepMetricsOnResume(run_dir / "logs" / "metrics.csv"))
     if t.early_stopping_patience:

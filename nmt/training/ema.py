@@ -1,0 +1,25 @@
+"""An exponential moving average of the weights (trainer.ema_decay), Lightning's own
+`EMAWeightAveraging`: after every optimizer step e <- d * e + (1 - d) * w (the first step copies w).
+Validation, and so the best checkpoint, runs on the average; every checkpoint's `state_dict` holds
+the average, so nmt-translate, nmt-average and nmt-export use it. The resumable last.ckpt also holds
+the current weights (`current_model_state`) and the average's step count, so a resumed run goes on
+exactly. The weights-only step checkpoints skip the callbacks' save hooks in Lightning: the training
+module puts the average in them through `average_state_dict`."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+
+
+class WeightsEMA(EMAWeightAveraging):
+    def __init__(self, decay: float) -> None:
+        super().__init__(decay=decay)
+
+    def average_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The average's weights under the training module's names, or None before training starts."""
+        if self._average_model is None:
+            return None
+        prefix = "module."  # AveragedModel keeps the module as .module
+        return {name[len(prefix):]: value.detach().clone() for name, value in self._average_model.state_dict().items()
+                if name.startswith(prefix)}
