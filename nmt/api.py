@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Translator", "Translation", "Hypothesis", "DecodingOptions", "Engine", "quantize_int8", "read_chunks"]
 
+DTYPES = ("float32", "bfloat16", "float16")  # Translator.from_checkpoint(dtype=...), --dtype
 CHUNK_LINES = 2000  # lines read, sorted and translated together by translate_file
 
 
@@ -77,7 +78,7 @@ class Translator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", engine: str = "torch", int8: bool = False,
                         max_tokens: int | None = None, max_sentences: int = 0, workers: int | None = None,
-                        onednn: bool | None = None) -> Translator:
+                        onednn: bool | None = None, dtype: str = "float32") -> Translator:
         """engine="torch": a checkpoint written by nmt-train; engine="ctranslate2": a directory
         written by `nmt-export --format ctranslate2` (needs the ctranslate2 extra).
         int8: 8-bit weights -- dynamic quantisation of the linear layers (torch, CPU only) or
@@ -89,14 +90,22 @@ class Translator:
         torch's threads), ctranslate2 the cores up to 4.
         onednn (torch, CPU, float32): the linear layers through oneDNN with weights reordered once
         (nmt/models/onednn.py; about 2x faster products than MKL on AMD CPUs). Default: on where torch
-        has it; False: torch's own `nn.Linear`."""
+        has it; False: torch's own `nn.Linear`.
+        dtype: float32, bfloat16 or float16, the precision of the weights and the products (torch:
+        the model cast to it, log-probabilities and scores still in float32; ctranslate2: its
+        compute type). The half precisions are for GPUs, and for CPUs with bfloat16 instructions."""
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be >= 1 (or None: the engine's default), got {workers}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if int8 and dtype != "float32":
+            raise ValueError(f"int8 and dtype {dtype} are two precisions: choose one")
         if engine == "ctranslate2":
             from nmt.ct2 import CTranslate2Engine
 
             return cls(CTranslate2Engine(path, device=str(device), int8=int8, max_tokens=max_tokens,
-                                         max_sentences=max_sentences, inter_threads=workers))
+                                         max_sentences=max_sentences, inter_threads=workers,
+                                         compute_type=None if dtype == "float32" else dtype))
         if engine != "torch":
             raise ValueError(f"engine must be 'torch' or 'ctranslate2', got {engine!r}")
         import torch
@@ -106,9 +115,11 @@ class Translator:
 
         if int8 and torch.device(device).type != "cpu":
             raise ValueError("int8 dynamic quantisation runs on the CPU only (use engine='ctranslate2' on GPUs)")
-        if onednn and (int8 or torch.device(device).type != "cpu"):
-            raise ValueError("onednn is for float32 on the CPU (not with int8, not on GPUs)")
+        if onednn and (int8 or dtype != "float32" or torch.device(device).type != "cpu"):
+            raise ValueError("onednn is for float32 on the CPU (not with int8 or another dtype, not on GPUs)")
         loaded = load_model(path, device=device)
+        if dtype != "float32":
+            loaded.model = loaded.model.to(getattr(torch, dtype))  # pack_linears below leaves these as they are
         if int8:
             loaded.model = quantize_int8(loaded.model)
         elif onednn is not False and torch.device(device).type == "cpu":

@@ -60,11 +60,12 @@ class CTranslate2Engine:
 
     def __init__(self, directory: str | Path, *, device: str = "cpu", int8: bool = False,
                  inter_threads: int | None = None, intra_threads: int = 1, max_tokens: int | None = None,
-                 max_sentences: int = 0) -> None:
+                 max_sentences: int = 0, compute_type: str | None = None) -> None:
         """On CPUs, batches run in parallel on `inter_threads` (default: the cores, up to 4) with
         one thread each: on 2 cores that decodes 2x faster than one batch on 2 threads
         (docs/performance.md). Batches hold `max_tokens` source tokens divided by the beam size
-        (default 1,024: small batches run fastest and leanest on CPUs) or `max_sentences` sentences."""
+        (default 1,024: small batches run fastest and leanest on CPUs) or `max_sentences` sentences.
+        compute_type: CTranslate2's (e.g. float16, bfloat16); None: the stored weights' ("default")."""
         self.max_tokens, self.max_sentences = max_tokens or 1024, max_sentences
         ctranslate2 = import_ctranslate2()
         directory = Path(directory)
@@ -77,11 +78,19 @@ class CTranslate2Engine:
         except (OSError, RuntimeError) as err:
             raise CheckpointError(f"{directory}: cannot load the SentencePiece model(s) ({err})") from None
         device_type, _, index = device.partition(":")
+        if compute_type is not None:
+            try:
+                supported = ctranslate2.get_supported_compute_types(device_type, int(index or 0))
+            except (RuntimeError, ValueError):  # no such device: the Translator below says so
+                supported = {compute_type}
+            if compute_type not in supported:
+                raise TranslationError(f"dtype {compute_type}: CTranslate2 {ctranslate2.__version__} on this {device_type} "
+                                       f"computes in {', '.join(sorted(supported))} only")
         try:
             if inter_threads is None:
                 inter_threads = min(os.cpu_count() or 1, 4) if device_type == "cpu" else 1
             self.translator = ctranslate2.Translator(str(directory), device=device_type, device_index=int(index or 0),
-                                                     compute_type="int8" if int8 else "default",
+                                                     compute_type="int8" if int8 else compute_type or "default",
                                                      inter_threads=inter_threads, intra_threads=intra_threads)
         except (RuntimeError, ValueError) as err:
             raise CheckpointError(f"{directory}: CTranslate2 cannot load this model ({str(err).splitlines()[0]})") from None

@@ -41,6 +41,20 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return USER_ERRORS
 
 
+def add_dtype_flag(p) -> None:
+    """--dtype, beside --int8 (nmt-translate, nmt-evaluate, nmt-serve); checked by check_precision."""
+    from nmt.api import DTYPES
+
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="precision of the weights and products (torch: the model cast to it; ctranslate2: its "
+                        "compute type); bfloat16/float16 are for GPUs and CPUs with bfloat16 instructions")
+
+
+def check_precision(args) -> None:
+    if args.int8 and args.dtype != "float32":
+        raise UsageError(f"--int8 and --dtype {args.dtype} are two precisions: choose one")
+
+
 def check_device(name: str) -> None:
     """--device: a device torch knows and this machine has."""
     import torch

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nmt.cli import UsageError, check_device, run_cli
+from nmt.cli import UsageError, add_dtype_flag, check_device, check_precision, run_cli
 from nmt.decoding.options import add_flags
 
 
@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engine", choices=["torch", "ctranslate2"], default="torch",
                    help="torch (default) or ctranslate2 (--checkpoint is then an nmt-export directory)")
     p.add_argument("--int8", action="store_true", help="8-bit weights (see nmt-translate --int8)")
+    add_dtype_flag(p)
     add_flags(p)
     p.add_argument("--max-tokens", type=int, default=None,
                    help="source tokens per batch, divided by the beam size (default 4096 for torch, 1024 for ctranslate2)")
@@ -103,8 +104,9 @@ def _translate(args: argparse.Namespace, sources: list[str]):
 
     if args.engine == "torch":
         check_device(args.device)
+    check_precision(args)
     translator = Translator.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine, int8=args.int8,
-                                            max_tokens=args.max_tokens)
+                                            max_tokens=args.max_tokens, dtype=args.dtype)
     try:
         options = from_flags(args, translator.defaults)
     except OptionsError as err:

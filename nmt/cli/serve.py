@@ -11,7 +11,7 @@ import socket
 import sys
 from pathlib import Path
 
-from nmt.cli import UsageError, check_device, run_cli
+from nmt.cli import UsageError, add_dtype_flag, check_device, check_precision, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,6 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a .ckpt written by nmt-train, or with --engine ctranslate2 a directory written by nmt-export")
     p.add_argument("--engine", choices=["torch", "ctranslate2"], default="torch", help="as in nmt-translate")
     p.add_argument("--int8", action="store_true", help="8-bit weights, as in nmt-translate")
+    add_dtype_flag(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the server)")
@@ -65,7 +66,9 @@ def _body(args: argparse.Namespace) -> int:
         check_device(args.device)
     from nmt import Translator
 
-    translator = Translator.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine, int8=args.int8)
+    check_precision(args)
+    translator = Translator.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine, int8=args.int8,
+                                            dtype=args.dtype)
     options = ServeOptions(max_lines=args.max_lines, max_chars=args.max_chars, max_beam_size=args.max_beam_size,
                            batching=not args.no_batching, batch_wait_ms=args.batch_wait_ms,
                            max_batch_lines=args.max_batch_lines)

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from nmt.cli import UsageError, check_device, run_cli
+from nmt.cli import UsageError, add_dtype_flag, check_device, check_precision, run_cli
 from nmt.decoding.options import add_flags
 
 
@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch (default) or ctranslate2 (an nmt-export directory; pip install 'nmt[ctranslate2]')")
     p.add_argument("--int8", action="store_true",
                    help="8-bit weights: dynamic quantisation of the linear layers (torch, CPU) or CTranslate2's int8")
+    add_dtype_flag(p)
     p.add_argument("--src", required=True, help="source language code; must match the checkpoint")
     p.add_argument("--tgt", required=True, help="target language code; must match the checkpoint")
     p.add_argument("-i", "--input", default="-", help="input file, one sentence per line (default: stdin)")
@@ -122,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             check_device(args.device)
         if args.int8 and args.engine == "torch" and args.device != "cpu":
             raise UsageError("--int8 with the torch engine runs on the CPU only (use --engine ctranslate2 on GPUs)")
+        check_precision(args)
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device, engine=args.engine, int8=args.int8,
                                                 max_tokens=args.max_tokens, max_sentences=args.max_sentences,
-                                                workers=args.workers)
+                                                workers=args.workers, dtype=args.dtype)
         if (args.src, args.tgt) != (translator.src_lang, translator.tgt_lang):
             raise CheckpointError(f"{args.checkpoint} translates {translator.src_lang}->{translator.tgt_lang}, "
                                   f"not {args.src}->{args.tgt}")

@@ -200,5 +200,6 @@ def _retire(finished, active, prefixes, cand_scores, cand_beams, is_eos, k: int,
         tokens = prefixes[row, 1:].tolist()
         logprob = float(cand_scores[a, j])
         score = final_score(logprob, len(tokens) + 1, penalty=opts.length_penalty, alpha=opts.alpha)
-        finished[sentence].append(Hypothesis(tokens, score, logprob, None if attention is None else attention[row].cpu(),
+        weights = None if attention is None else attention[row].float().cpu()  # (t, S), float32 whatever the model's dtype
+        finished[sentence].append(Hypothesis(tokens, score, logprob, weights,
                                              constraints_met=None if met is None else met[a][j]))

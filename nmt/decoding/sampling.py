@@ -38,7 +38,7 @@ def sample_decode(model: Seq2Seq[Any], src: torch.Tensor, *, temperature: float 
     checked by DecodingOptions (temperature > 0, 0 < top_p <= 1, top_k >= 0)."""
 
     def choose(logits: torch.Tensor) -> torch.Tensor:  # (B, V) -> (B, 1)
-        probs = F.softmax(filter_logits(logits / temperature, top_k=top_k, top_p=top_p), dim=-1)
+        probs = F.softmax(filter_logits(logits.float() / temperature, top_k=top_k, top_p=top_p), dim=-1)  # float32
         return torch.multinomial(probs, 1, generator=generator)
 
     return decode_token_by_token(model, src, choose, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
