@@ -13,9 +13,10 @@ its error and the others still run; the exit status is 1 if any part failed):
                        ThroughputMeter measures steady-state target tokens/s, peak GPU memory, MFU
   train_compiled       the same with trainer.compile=true (real mode only: on CPU, torch.compile
                        spends far longer compiling C++ kernels than the tiny run takes)
-  decode_torch         beam 5 over WMT22 test sentences with nmt.Translator on train_eager's checkpoint
-  decode_ctranslate2   the same with `nmt-export --format ctranslate2` and the ctranslate2 engine;
-                       a CTranslate2 without CUDA on this machine is recorded as "unavailable"
+  decode_torch         beam 5 over WMT22 test sentences with nmt.Translator on train_eager's checkpoint,
+                       in batches of 64 and of 256 sentences, the model in bfloat16 (real mode)
+  decode_ctranslate2   the same with `nmt-export --format ctranslate2` and the ctranslate2 engine in
+                       float16 (real mode); a CTranslate2 without CUDA here is recorded as "unavailable"
 
 Writes OUT/results.json and OUT/results.md after every part (so a run cut short keeps what it
 measured). Corpus, prepared data and checkpoints go to a work directory outside OUT.
@@ -64,6 +65,8 @@ class Mode:
     decode_max_tokens: int  # source tokens per decoding batch (divided by the beam), both engines
     decode_chunk: int  # sentences per translate() call; the budget is checked between calls
     device: str
+    decode_batches: tuple[int, ...] = (64, 256)  # sentences per decoding batch: one timed run each
+    decode_dtypes: tuple[str, str] = ("bfloat16", "float16")  # Translator dtype of the torch, ctranslate2 engine
 
 
 REAL = Mode(
@@ -74,8 +77,8 @@ REAL = Mode(
                "trainer.accelerator=gpu", "trainer.devices=1", "trainer.accumulate_grad_batches=1",
                "trainer.num_workers=4"],
     steps=300, warmup=25, parts=PARTS,
-    budgets_s={"data": 130, "train_eager": 80, "decode_torch": 50, "decode_ctranslate2": 45, "train_compiled": 150},
-    startup_s=35, decode_sentences=1000, decode_max_tokens=16384, decode_chunk=250, device="cuda")
+    budgets_s={"data": 130, "train_eager": 80, "decode_torch": 70, "decode_ctranslate2": 60, "train_compiled": 150},
+    startup_s=35, decode_sentences=1000, decode_max_tokens=10**9, decode_chunk=256, device="cuda")
 
 TINY = Mode(
     name="tiny", pairs=3000, shard_size=1500,
@@ -86,7 +89,8 @@ TINY = Mode(
                "trainer.accumulate_grad_batches=1", "trainer.num_workers=0"],
     steps=12, warmup=4, parts=("data", "train_eager", "decode_torch", "decode_ctranslate2"),
     budgets_s={"data": 60, "train_eager": 60, "decode_torch": 30, "decode_ctranslate2": 30},
-    startup_s=20, decode_sentences=20, decode_max_tokens=2048, decode_chunk=20, device="cpu")
+    startup_s=20, decode_sentences=20, decode_max_tokens=2048, decode_chunk=20, device="cpu",
+    decode_batches=(8, 16), decode_dtypes=("bfloat16", "float32"))  # CTranslate2 has no float16 on CPUs
 
 
 class Stop(BaseException):
@@ -344,8 +348,17 @@ def _timed_decode(translator, sentences: list[str], st: State, budget_end: float
             "max_tokens": st.mode.decode_max_tokens, "device": st.mode.device}
 
 
-def _decode_budget_end(st: State, part: str) -> float:
-    return time.monotonic() + st.mode.budgets_s[part] - 10  # 10 s kept for the last chunk and clean-up
+def _decode_runs(open_translator, st: State, part: str, dtype: str) -> list[dict]:
+    """One timed run per batch size of the mode, each with its share of the part's budget."""
+    sentences, runs = _test_sentences(st), []
+    share = (st.mode.budgets_s[part] - 10) / len(st.mode.decode_batches)  # 10 s kept for clean-up
+    for batch in st.mode.decode_batches:
+        translator = open_translator(batch)
+        runs.append({"batch_sentences": batch, "dtype": dtype,
+                     **_timed_decode(translator, sentences, st, time.monotonic() + share)})
+        del translator
+        _free_memory()
+    return runs
 
 
 def part_decode_torch(st: State) -> dict:
@@ -353,12 +366,11 @@ def part_decode_torch(st: State) -> dict:
 
     if st.checkpoint is None:
         raise RuntimeError("needs a checkpoint from train_eager, which failed")
-    end = _decode_budget_end(st, "decode_torch")
-    translator = Translator.from_checkpoint(st.checkpoint, device=st.mode.device, max_tokens=st.mode.decode_max_tokens)
-    out = {"engine": "torch", "checkpoint": str(st.checkpoint), **_timed_decode(translator, _test_sentences(st), st, end)}
-    del translator
-    _free_memory()
-    return out
+    dtype = st.mode.decode_dtypes[0]
+    runs = _decode_runs(lambda batch: Translator.from_checkpoint(
+        st.checkpoint, device=st.mode.device, max_tokens=st.mode.decode_max_tokens, max_sentences=batch, dtype=dtype),
+        st, "decode_torch", dtype)
+    return {"engine": "torch", "checkpoint": str(st.checkpoint), "device": st.mode.device, "runs": runs}
 
 
 def part_decode_ctranslate2(st: State) -> dict:
@@ -366,7 +378,6 @@ def part_decode_ctranslate2(st: State) -> dict:
 
     if st.checkpoint is None:
         raise RuntimeError("needs a checkpoint from train_eager, which failed")
-    end = _decode_budget_end(st, "decode_ctranslate2")
     import ctranslate2  # an ImportError here is a failure: the check needs the package
 
     export = st.work / "ct2"
@@ -380,10 +391,12 @@ def part_decode_ctranslate2(st: State) -> dict:
     if st.mode.device == "cuda" and info["cuda_devices_seen_by_ctranslate2"] == 0:
         why = "sees no CUDA device (a build without CUDA, or no driver it can use)"
     else:
+        dtype = st.mode.decode_dtypes[1]
         try:
-            translator = Translator.from_checkpoint(export, device=st.mode.device, engine="ctranslate2",
-                                                    max_tokens=st.mode.decode_max_tokens)
-            return {**info, **_timed_decode(translator, sentences, st, end)}
+            runs = _decode_runs(lambda batch: Translator.from_checkpoint(
+                export, device=st.mode.device, engine="ctranslate2", max_tokens=st.mode.decode_max_tokens,
+                max_sentences=batch, dtype=dtype), st, "decode_ctranslate2", dtype)
+            return {**info, "device": st.mode.device, "runs": runs}
         except Exception as err:
             if st.mode.device == "cpu":
                 raise
@@ -501,16 +514,18 @@ def render_markdown(r: dict) -> str:
                   f"padding {eager['padding_share']['src']:.1%} (source), {eager['padding_share']['tgt']:.1%} (target). "
                   f"Peak: {_fmt(eager['peak_bf16_flops_per_s'], '.3g')} FLOP/s dense BF16."]
     lines += ["", "## Beam decoding", "",
-              "| engine | device | status | sentences | sentences/s | target tok/s | mean output tokens |",
-              "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+              "| engine | device | dtype | batch (sentences) | status | sentences | sentences/s | target tok/s | "
+              "mean output tokens |", "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for name in ("decode_torch", "decode_ctranslate2"):
         p = parts.get(name)
         if p is None:
             continue
-        done = f"{p['sentences_out']}/{p['sentences_in']}" if "sentences_out" in p else "-"
-        lines.append(f"| {name.removeprefix('decode_')} | {p.get('device', '-')} | {p['status']} | {done} | "
-                     f"{_fmt(p.get('sentences_per_s'), ',.1f')} | {_fmt(p.get('target_tokens_per_s'))} | "
-                     f"{_fmt(p.get('mean_output_tokens'), '.1f')} |")
+        for run in p.get("runs") or [{}]:
+            done = f"{run['sentences_out']}/{run['sentences_in']}" if "sentences_out" in run else "-"
+            lines.append(f"| {name.removeprefix('decode_')} | {p.get('device', '-')} | {run.get('dtype', '-')} | "
+                         f"{run.get('batch_sentences', '-')} | {p['status']} | {done} | "
+                         f"{_fmt(run.get('sentences_per_s'), ',.1f')} | {_fmt(run.get('target_tokens_per_s'))} | "
+                         f"{_fmt(run.get('mean_output_tokens'), '.1f')} |")
     lines += ["", "## Parts", "", "| part | status | seconds | budget | error or reason |", "| --- | --- | ---: | ---: | --- |"]
     for name, p in parts.items():
         lines.append(f"| {name} | {p['status']} | {_fmt(p.get('seconds'), '.1f')} | {p.get('budget_s', '-')} | "
