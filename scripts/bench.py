@@ -280,10 +280,14 @@ class CompiledStep:
     """A model wrapper whose decoder step (`decode`: embedding, layers with the cache, output layer)
     is `torch.compile`d with dynamic shapes (batch rows and cache length change every step)."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, freezing: bool = False) -> None:
         import torch
 
         self.model, self.max_output_len = model, model.max_output_len
+        if freezing:  # weights as constants: inductor prepacks the linear layers for oneDNN itself
+            import torch._inductor.config
+
+            torch._inductor.config.freezing = True
         self._decode = torch.compile(model.decode, dynamic=True)
 
     def __getattr__(self, name):  # encode, make_cache: the model's own
@@ -298,19 +302,19 @@ def decode(spec: dict) -> dict:
     Optional: `options` (more DecodingOptions, e.g. shortlist), `uncached` / `growing_cache`
     (reference caches), `compiled` (torch.compile'd decoder step; the warm-up's seconds, which
     include compiling, are reported), `workers` (batches in parallel, one thread each), `onednn`
-    (False: torch's own nn.Linear instead of the oneDNN-packed one)."""
+    (False: torch's own nn.Linear instead of the oneDNN-packed one), `dtype` (bfloat16: the model cast)."""
     from nmt.api import Translator
 
     engine = spec["engine"]
     translator = Translator.from_checkpoint(spec["model"], engine=engine, int8=spec.get("int8", False),
                                             max_sentences=BATCH, max_tokens=10**9, workers=spec.get("workers"),
-                                            onednn=spec.get("onednn"))
+                                            onednn=spec.get("onednn"), dtype=spec.get("dtype", "float32"))
     if spec.get("uncached"):
         translator.engine.model = PrefixRefeed(translator.engine.model)
     if spec.get("growing_cache"):
         translator.engine.model = GrowingCache(translator.engine.model)
     if spec.get("compiled"):
-        translator.engine.model = CompiledStep(translator.engine.model)
+        translator.engine.model = CompiledStep(translator.engine.model, freezing=spec.get("freezing", False))
     lines = Path(spec["src_file"]).read_text(encoding="utf-8").splitlines()
     search = dict(beam_size=BEAM, length_penalty="length", alpha=1.0, **spec.get("options", {}))
     start = time.perf_counter()

@@ -11,8 +11,8 @@ batch, after a warm-up batch, each measurement in its own process (bench.py's `d
 - the Tatoeba test split (2,000 sentences) and WMT22 zh-en (1,875 news sentences): torch fp32 with
   the preallocated cache (linear layers through oneDNN, the default), with MKL's (torch's own
   nn.Linear), with the growing (torch.cat) cache, with a torch.compile'd decoder step (MKL's linear
-  layers: dynamo cannot trace the packed oneDNN operator; compiling is in its warm-up,
-  `warm_up_seconds` in the JSON), with the shortlist, with 2 worker
+  layers: dynamo cannot trace the packed oneDNN operator; and with inductor's `freezing`, which
+  prepacks them for oneDNN itself; compiling is in its warm-up, `warm_up_seconds` in the JSON), in bfloat16 (`--dtype bfloat16`), with the shortlist, with 2 worker
   processes of 1 thread each (--workers 2) without and with the shortlist, torch int8; CTranslate2 fp32 and int8, each without and with the shortlist (use_vmap).
   Decoding seconds, target tokens/s, BLEU, and the share of outputs identical to the same engine
   and precision without the shortlist (torch fp32 for the torch rows);
@@ -72,6 +72,9 @@ def main() -> int:
         "torch fp32, MKL linear (no oneDNN)": (dict(engine="torch", model=str(ckpt), onednn=False), "torch fp32"),
         "torch fp32, growing cache": (dict(engine="torch", model=str(ckpt), growing_cache=True), "torch fp32"),
         "torch fp32, compiled step": (dict(engine="torch", model=str(ckpt), compiled=True, onednn=False), "torch fp32"),
+        "torch fp32, compiled step, frozen weights": (dict(engine="torch", model=str(ckpt), compiled=True, onednn=False,
+                                                           freezing=True), "torch fp32"),
+        "torch bf16 (--dtype bfloat16)": (dict(engine="torch", model=str(ckpt), dtype="bfloat16"), "torch fp32"),
         "torch fp32, shortlist": (dict(engine="torch", model=str(ckpt), **short), "torch fp32"),
         "torch fp32, 2 workers x 1 thread": (dict(engine="torch", model=str(ckpt), workers=2), "torch fp32"),
         "torch fp32, shortlist, 2 workers": (dict(engine="torch", model=str(ckpt), workers=2, **short), "torch fp32"),
