@@ -24,5 +24,7 @@ def test_gpu_check_tiny_mode_runs_every_part_with_real_figures(tmp_path):
     train = parts["train_eager"]
     assert train["target_tokens_per_s"] > 0 and train["flop_per_target_token"] > 0
     assert train["mfu"] is None and "CPU" in train["mfu_reason"]
-    for name in ("decode_torch", "decode_ctranslate2"):
-        assert parts[name]["sentences_out"] == parts[name]["sentences_in"] > 0 and parts[name]["sentences_per_s"] > 0
+    for name, dtype in (("decode_torch", "bfloat16"), ("decode_ctranslate2", "float32")):  # CTranslate2: no CPU float16
+        runs = parts[name]["runs"]
+        assert [(r["batch_sentences"], r["dtype"]) for r in runs] == [(8, dtype), (16, dtype)]
+        assert all(r["sentences_out"] == r["sentences_in"] > 0 and r["sentences_per_s"] > 0 for r in runs)

@@ -8,7 +8,7 @@ summation: outputs agree to about 1e-5 relative, not bit for bit.
 
 `pack_linears(model)` swaps every `nn.Linear` of an inference model for a `PackedLinear` holding
 the reordered weight; the original parameters stay on it (`weight`, `bias`), so tied matrices stay
-tied and the shortlist's output layer (nmt/models/transformer.py `output_layer`) still slices them.
+tied; a shortlist's output layer is cut from them once per batch and packed again (`select_rows`).
 Nothing changes for training: a PackedLinear that needs gradients uses plain `F.linear`.
 """
 
@@ -40,6 +40,15 @@ class PackedLinear(nn.Module):
             return F.linear(x, self.weight, self.bias)  # the packed operator records no gradient
         bias = None if self.bias is None else self.bias.detach()
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+
+    def select_rows(self, index: torch.Tensor) -> PackedLinear:
+        """The layer restricted to output rows `index` (U,), packed anew: a shortlist's output layer."""
+        rows = nn.Linear(self.in_features, len(index), bias=self.bias is not None, device=self.weight.device)
+        with torch.no_grad():
+            rows.weight.copy_(self.weight.index_select(0, index))
+            if self.bias is not None:
+                rows.bias.copy_(self.bias.index_select(0, index))
+        return PackedLinear(rows)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, oneDNN"

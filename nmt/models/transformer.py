@@ -10,6 +10,7 @@ learning-rate schedule live in nmt/training/.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -267,6 +268,8 @@ class DecoderCache:
         # decoded position: (B, T, S) -- for attention heatmaps.
         self.attention: torch.Tensor | None = None
         self.record_attention = record_attention
+        # With a shortlist: (its ids, the output layer cut to them), made at the first step (output_layer)
+        self.output: tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None = None
 
     def reorder(self, index: torch.Tensor, *, same_sources: bool = False) -> None:
         """Select batch rows: index (B',) of rows of the current batch (beams that survive).
@@ -322,12 +325,28 @@ class Decoder(nn.Module):
         return self.final_norm(x)  # (B, T, D)
 
 
-def output_layer(generator: nn.Linear, x: torch.Tensor, vocab: torch.Tensor | None) -> torch.Tensor:
-    """x (..., D) -> logits (..., V) of the whole vocabulary, or (..., U) of the ids `vocab` (U,)."""
+def output_layer(generator: nn.Linear, x: torch.Tensor, vocab: torch.Tensor | None,
+                 cache: DecoderCache | None = None) -> torch.Tensor:
+    """x (..., D) -> logits (..., V) of the whole vocabulary, or (..., U) of the ids `vocab` (U,).
+    With a decoding cache, the rows of `vocab` are cut from the output matrix once per batch (and
+    packed again where the generator is packed, `select_rows`), not at every step."""
     if vocab is None:
         return generator(x)
-    bias = None if generator.bias is None else generator.bias.index_select(0, vocab)
-    return F.linear(x, generator.weight.index_select(0, vocab), bias)
+    if cache is not None:
+        if cache.output is None or cache.output[0] is not vocab:
+            cache.output = (vocab, rows_of(generator, vocab))
+        return cache.output[1](x)
+    return rows_of(generator, vocab)(x)
+
+
+def rows_of(generator: nn.Module, vocab: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The output layer restricted to the ids `vocab` (U,): x (..., D) -> (..., U)."""
+    select = getattr(generator, "select_rows", None)
+    if select is not None:
+        return select(vocab)
+    weight = generator.weight.index_select(0, vocab)  # type: ignore[operator]
+    bias = None if generator.bias is None else generator.bias.index_select(0, vocab)  # type: ignore[operator,union-attr]
+    return lambda x: F.linear(x, weight, bias)
 
 
 class Transformer(nn.Module):
@@ -378,7 +397,7 @@ class Transformer(nn.Module):
             tgt_mask = None if t == 1 else make_causal_mask(offset + t, tgt_in.device)[:, :, offset:]
             cache.length += t
         x = self.decoder(self.tgt_embed(tgt_in, offset), memory, src_mask, tgt_mask, cache)
-        return output_layer(self.generator, x if keep is None else x[keep], vocab)  # (B, T, V) or (N, V)
+        return output_layer(self.generator, x if keep is None else x[keep], vocab, cache)  # (B, T, V) or (N, V)
 
     def make_cache(self, *, record_attention: bool = False, capacity: int | None = None) -> DecoderCache:
         return DecoderCache(len(self.decoder.layers), record_attention=record_attention, capacity=capacity)
