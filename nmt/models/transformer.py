@@ -345,7 +345,7 @@ def rows_of(generator: nn.Module, vocab: torch.Tensor) -> Callable[[torch.Tensor
     if select is not None:
         return select(vocab)
     weight = generator.weight.index_select(0, vocab)  # type: ignore[operator]
-    bias = None if generator.bias is None else generator.bias.index_select(0, vocab)  # type: ignore[operator,union-attr]
+    bias = None if generator.bias is None else generator.bias.index_select(0, vocab)  # type: ignore[operator]
     return lambda x: F.linear(x, weight, bias)
 
 
