@@ -142,8 +142,8 @@ class TrainerConfig:
     num_workers: int = 0  # DataLoader worker processes
     save_every_n_steps: int = 0  # also write checkpoints/step<N>.ckpt (weights only) every N steps (0: off) ...
     keep_last_checkpoints: int = 5  # ... keeping the newest this many, for averaging (nmt-average --last)
-    ema_decay: float = 0.0  # exponential moving average of the weights, e <- d*e + (1-d)*w each step: validated,
-    # saved in every checkpoint and translated with (0: off; 0.999 averages over about the last 1,000 steps)
+    ema_decay: float = 0.0  # exponential moving average of the weights, e <- d*e + (1-d)*w each step, d warming up
+    # to this (nmt/training/ema.py): validated, saved in every checkpoint, translated with (0: off; 0.999 ~ the last 1,000 steps)
     compile: bool = False  # torch.compile the model's training forward pass (first steps compile)
     low_memory: bool = False  # return freed activations to the OS (glibc): lower peak RSS, slower steps
     max_nonfinite_steps: int = 10  # a non-finite loss skips its step; this many in a row stop the run (0: never)

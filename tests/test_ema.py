@@ -29,16 +29,17 @@ class RecordWeights(Callback):
 
 
 def test_checkpoints_hold_the_moving_average_of_the_weights_after_each_step(tmp_path):
-    """decay 0.5 over 3 steps, by hand: e1 = w1, e2 = (e1 + w2) / 2, e3 = (e2 + w3) / 2. last.ckpt
-    holds e3 (and the current w3 for resuming); the weights-only step2.ckpt holds e2."""
+    """decay 0.2 over 3 steps, by hand, d = min(0.2, (1 + n) / (10 + n)) after n updates:
+    e1 = w1; e2 = 2/11 e1 + 9/11 w2 (the warm-up: 2/11 < 0.2); e3 = 0.2 e2 + 0.8 w3 (3/12 > 0.2).
+    last.ckpt holds e3 (and the current w3 for resuming); the weights-only step2.ckpt holds e2."""
     record = RecordWeights()
-    cfg = load_config(TOY, ["trainer.ema_decay=0.5", "trainer.max_steps=3", "trainer.val_check_interval=3",
+    cfg = load_config(TOY, ["trainer.ema_decay=0.2", "trainer.max_steps=3", "trainer.val_check_interval=3",
                             "trainer.save_every_n_steps=1", "trainer.keep_last_checkpoints=3", *QUICK])
     run = train(cfg, tmp_path / "run", test=False, callbacks=[record])
     w1, w2, w3 = record.after_step
     e1 = w1
-    e2 = 0.5 * e1 + 0.5 * w2
-    e3 = 0.5 * e2 + 0.5 * w3
+    e2 = 2 / 11 * e1 + 9 / 11 * w2
+    e3 = 0.2 * e2 + 0.8 * w3
     last = torch.load(run.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     torch.testing.assert_close(last["state_dict"][record.name], e3)
     torch.testing.assert_close(last["current_model_state"][record.name], w3)
