@@ -34,6 +34,7 @@ def test_checkpoints_hold_the_moving_average_of_the_weights_after_each_step(tmp_
     last.ckpt holds e3 (and the current w3 for resuming); the weights-only step2.ckpt holds e2."""
     record = RecordWeights()
     cfg = load_config(TOY, ["trainer.ema_decay=0.2", "trainer.max_steps=3", "trainer.val_check_interval=3",
+                            "optim.warmup_steps=1", "optim.peak_lr=0.01",  # steps that move the weights visibly
                             "trainer.save_every_n_steps=1", "trainer.keep_last_checkpoints=3", *QUICK])
     run = train(cfg, tmp_path / "run", test=False, callbacks=[record])
     w1, w2, w3 = record.after_step
@@ -43,7 +44,7 @@ def test_checkpoints_hold_the_moving_average_of_the_weights_after_each_step(tmp_
     last = torch.load(run.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     torch.testing.assert_close(last["state_dict"][record.name], e3)
     torch.testing.assert_close(last["current_model_state"][record.name], w3)
-    assert not torch.allclose(e3, w3)
+    assert not torch.allclose(e3, w3) and not torch.allclose(e2, 0.2 * e1 + 0.8 * w2)  # the warm-up shows
     step2 = torch.load(run.run_dir / "checkpoints" / "step2.ckpt", weights_only=True)
     assert "optimizer_states" not in step2
     torch.testing.assert_close(step2["state_dict"][record.name], e2)
