@@ -35,5 +35,5 @@ class WeightsEMA(EMAWeightAveraging):
         if self._average_model is None:
             return None
         prefix = "module."  # AveragedModel keeps the module as .module
-        return {name[len(prefix):]: value.detach().clone() for name, value in self._average_model.state_dict().items()
+        return {name[len(prefix):]: value for name, value in self._average_model.state_dict().items()
                 if name.startswith(prefix)}
