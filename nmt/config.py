@@ -9,6 +9,7 @@ data (`to_dict`) in the run directory and inside every checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,6 +36,15 @@ class DataConfig:
     # What each split is depends on `source`: a path prefix for `text` (files PREFIX.src_lang /
     # PREFIX.tgt_lang), a file path for tsv/csv/jsonl, a split name for `hub` and `hsk`.
     train: str | list[str] = "train"  # text/tsv/csv/jsonl: a list concatenates several corpora
+    # How much of each data.train corpus one epoch draws (mixed fine-tuning, upsampling a small
+    # corpus): 1 = every pair once, 2 = twice, 0.25 = a fresh random quarter of it each epoch;
+    # [] = every corpus once. In-memory data only (not data.streaming or data.prepared_dir).
+    train_weights: list[float] = field(default_factory=list)
+    # Domain tags (Kobus et al., 2017): one name per data.train corpus ("" = untagged); each tagged
+    # corpus's sources start with the token <dom:NAME>, a piece of its own in the vocabulary, and
+    # `decoding.domain` (nmt-translate --domain NAME) asks for that domain at translation time; the
+    # valid and test splits get decoding.domain. In-memory data only, as train_weights.
+    train_tags: list[str] = field(default_factory=list)
     valid: str = "valid"
     test: str | None = "test"  # None: no test split
     src_field: str = "src"  # tsv/csv/jsonl/hub: field of the source text; dots reach into dicts
@@ -297,6 +307,27 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if isinstance(d.train, list) and (not d.train or d.source in ("hsk", "toy_reverse")):
         raise ConfigError(f"data.train: a list of training corpora needs data.source text, tsv, csv, jsonl or hub "
                           f"and at least one entry, got {d.train!r} with source {d.source}")
+    if d.train_weights:
+        n_train = len(d.train) if isinstance(d.train, list) else 1
+        if len(d.train_weights) != n_train:
+            raise ConfigError(f"data.train_weights: {len(d.train_weights)} weight(s) for {n_train} data.train "
+                              f"corpus/corpora: give one per corpus, in the same order")
+        if min(d.train_weights) < 0 or max(d.train_weights) <= 0:
+            raise ConfigError(f"data.train_weights must be >= 0 with at least one > 0, got {d.train_weights}")
+        if d.streaming or d.prepared_dir:
+            raise ConfigError("data.train_weights needs in-memory training data: not with data.streaming or data.prepared_dir")
+    if d.train_tags:
+        n_train = len(d.train) if isinstance(d.train, list) else 1
+        if len(d.train_tags) != n_train:
+            raise ConfigError(f"data.train_tags: {len(d.train_tags)} tag(s) for {n_train} data.train corpus/corpora: "
+                              f"give one per corpus ('' for none), in the same order")
+        bad = [tag for tag in d.train_tags if tag and not re.fullmatch(r"[A-Za-z0-9_.-]+", tag)]
+        if bad or not any(d.train_tags):
+            raise ConfigError(f"data.train_tags: names of letters, digits, _ . - (and '' for none), at least one, got {d.train_tags}")
+        if d.streaming or d.prepared_dir:
+            raise ConfigError("data.train_tags needs in-memory training data: not with data.streaming or data.prepared_dir")
+    if cfg.decoding.domain and cfg.decoding.domain not in d.train_tags and d.train_tags:
+        raise ConfigError(f"decoding.domain '{cfg.decoding.domain}' is not one of data.train_tags {d.train_tags}")
     for key in ("max_time", "checkpoint_every"):
         value = getattr(t, key)
         parts = [] if value is None else value.split(":")

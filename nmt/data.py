@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import datasets
 from datasets.distributed import split_dataset_by_node
@@ -174,11 +174,18 @@ def toy_reverse_split(split: str) -> list[tuple[str, str]]:
 
 def load_raw(cfg: DataConfig, split: str, *, streaming: bool = False, cache_dir: str | None = None):
     """One split as a `datasets` dataset with columns `src` and `tgt` (iterable if streaming).
-    A list of corpora (`data.train: [a, b]`) is read in that order, one after the other.
+    A list of corpora (`data.train: [a, b]`) is read in that order, one after the other; with
+    `data.train_weights` or `train_tags` the training split also gets a column `corpus` (0, 1, ...
+    in list order).
     `cache_dir`: where `datasets` writes its Arrow cache (default: its own cache directory)."""
     where = getattr(cfg, split)
+    by_corpus = split == "train" and bool(cfg.train_weights or cfg.train_tags) and not streaming
+    if by_corpus and not isinstance(where, list):
+        where = [where]
     if isinstance(where, list):
         parts = [_load_one(cfg, w, streaming, cache_dir) for w in where]
+        if by_corpus:  # which corpus each pair is from
+            parts = [p.add_column("corpus", np.full(len(p), i, dtype=np.int16)) for i, p in enumerate(parts)]
         ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     else:
         ds = _load_one(cfg, where, streaming, cache_dir)
@@ -207,10 +214,19 @@ def _load_one(cfg: DataConfig, where: str, streaming: bool, cache_dir: str | Non
 # ------------------------------------------------------------------------------------------------
 
 
-def _encode(batch: dict[str, list[str]], tokenizer: Tokenizer) -> dict[str, list]:
+def _encode(batch: dict[str, list], tokenizer: Tokenizer, tags: list[str] | None = None,
+            domain: str | None = None) -> dict[str, list]:
+    """Tokenise; the sources of a tagged corpus (`tags`: per corpus, by the `corpus` column) or of
+    one `domain` start with their domain's tag."""
     src = [s.strip() for s in batch["src"]]
     tgt = [t.strip() for t in batch["tgt"]]
-    return {"src": src, "tgt": tgt, "src_ids": tokenizer.encode_src(src), "tgt_ids": tokenizer.encode_tgt(tgt)}
+    if tags:
+        tag_ids = [tokenizer.domain_id(t) if t else None for t in tags]
+        rows = tokenizer.encode_src(src)
+        src_ids = [[tag_ids[c], *row] if row and tag_ids[c] is not None else row for c, row in zip(batch["corpus"], rows)]
+    else:
+        src_ids = tokenizer.encode_src(src, domain=domain)
+    return {"src": src, "tgt": tgt, "src_ids": src_ids, "tgt_ids": tokenizer.encode_tgt(tgt)}
 
 
 def drop_reasons(src_lens: np.ndarray, tgt_lens: np.ndarray, *, max_len: int, max_len_ratio: float) -> np.ndarray:
@@ -252,10 +268,16 @@ class CleanStats:
                 f"{self.too_long} over max_len, {self.ratio} over max_len_ratio")
 
 
-def encode_and_clean(ds, tokenizer: Tokenizer, cfg: DataConfig, *, max_len: int | None = None):
-    """Tokenise with `map` (num_proc workers, Arrow-cached) and drop bad pairs, counting them."""
+def encode_and_clean(ds, tokenizer: Tokenizer, cfg: DataConfig, *, max_len: int | None = None,
+                     domain: str | None = None):
+    """Tokenise with `map` (num_proc workers, Arrow-cached) and drop bad pairs, counting them.
+    Domain tags: by corpus (`data.train_tags`, where `ds` has the `corpus` column), else `domain`."""
     max_len = cfg.max_len if max_len is None else max_len
-    ds = ds.map(partial(_encode, tokenizer=tokenizer), batched=True, batch_size=1000,
+    tags = cfg.train_tags if cfg.train_tags and "corpus" in ds.column_names else None
+    if tags:
+        for tag in dict.fromkeys(t for t in tags if t):
+            tokenizer.domain_id(tag)  # an unknown one fails here, once, not in every map worker
+    ds = ds.map(partial(_encode, tokenizer=tokenizer, tags=tags, domain=domain), batched=True, batch_size=1000,
                 num_proc=cfg.num_proc if cfg.num_proc > 1 and len(ds) > 10000 else None)
     reasons = drop_reasons(column_lengths(ds, "src_ids"), column_lengths(ds, "tgt_ids"), max_len=max_len,
                            max_len_ratio=cfg.max_len_ratio)
@@ -281,18 +303,53 @@ class TokenBatchSampler:
 
     Memory is one int32 index per sentence plus a start and end per batch (numpy, no Python list
     per sentence), so 10M sentences cost about 40 MB here.
+
+    Weighted corpora (`corpus`: which corpus each sentence is from, `weights`: one per corpus):
+    an epoch first draws its sentences, weight w taking every sentence of its corpus floor(w)
+    times plus a random share w - floor(w) of them without repeats (a different share each
+    epoch, still a pure function of (seed, epoch)), then batches that draw as above.
     """
 
     def __init__(self, src_lens: np.ndarray, tgt_lens: np.ndarray, *, max_tokens: int,
                  max_sentences: int = 0, shuffle: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, corpus: np.ndarray | None = None,
+                 weights: Sequence[float] = ()) -> None:
         self.src_lens, self.tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
-        if world_size > 1 and len(self.src_lens) < world_size:
-            raise DataError(f"{len(self.src_lens)} training pair(s) cannot be shared among {world_size} processes")
         self.max_tokens, self.max_sentences = max_tokens, max_sentences
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.epoch, self._skip = 0, 0
         self._plan: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.weights = tuple(float(w) for w in weights)
+        self._members: list[np.ndarray] = []  # per corpus: the indices of its sentences
+        if self.weights:
+            if corpus is None or len(corpus) != len(self.src_lens):
+                raise ValueError("weighted corpora need the corpus of every sentence")
+            corpus = np.asarray(corpus)
+            self._members = [np.flatnonzero(corpus == c) for c in range(len(self.weights))]
+        per_epoch = self.epoch_size()
+        if per_epoch == 0:
+            raise DataError(f"the training weights {list(self.weights)} draw no sentence per epoch "
+                            f"(corpus sizes {[len(m) for m in self._members]})")
+        if world_size > 1 and per_epoch < world_size:
+            raise DataError(f"{per_epoch} training pair(s) cannot be shared among {world_size} processes")
+
+    def epoch_size(self) -> int:
+        """Sentences one epoch draws (over all ranks)."""
+        if not self.weights:
+            return len(self.src_lens)
+        return sum(drawn_per_epoch(len(m), w) for w, m in zip(self.weights, self._members))
+
+    def _draw(self, rng: np.random.Generator) -> np.ndarray | None:
+        """This epoch's sentences (indices, with repeats for weights above 1); None: each once."""
+        if not self.weights:
+            return None
+        parts = []
+        for w, members in zip(self.weights, self._members):
+            parts += [members] * int(w)
+            share = drawn_per_epoch(len(members), w - int(w))
+            if share:
+                parts.append(np.sort(rng.choice(members, share, replace=False)))
+        return np.concatenate(parts)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -304,13 +361,16 @@ class TokenBatchSampler:
         """(order, starts, ends): this rank's batches of `epoch` are order[starts[i]:ends[i]]."""
         if self._plan and self._plan[0] == epoch:
             return self._plan[1:]
-        n = len(self.src_lens)
         rng = np.random.default_rng([self.seed, epoch])
-        order, widths = bucket_order(self.src_lens, self.tgt_lens, rng if self.shuffle else None)
-        starts = batch_starts(self.src_lens, self.tgt_lens, order, max_tokens=self.max_tokens,
+        drawn = self._draw(rng)
+        src_lens, tgt_lens = (self.src_lens, self.tgt_lens) if drawn is None else (self.src_lens[drawn], self.tgt_lens[drawn])
+        order, widths = bucket_order(src_lens, tgt_lens, rng if self.shuffle else None)
+        starts = batch_starts(src_lens, tgt_lens, order, max_tokens=self.max_tokens,
                               max_sentences=self.max_sentences, widths=widths)
         del widths
-        ends = np.append(starts[1:], n)
+        ends = np.append(starts[1:], len(src_lens))
+        if drawn is not None:
+            order = drawn[order]  # positions in the draw -> sentences of the dataset
         if self.world_size > 1 and len(starts) % self.world_size:
             starts, ends = _split_largest(starts, ends, self.world_size - len(starts) % self.world_size)
         pick = rng.permutation(len(starts)) if self.shuffle else np.arange(len(starts))
@@ -721,6 +781,19 @@ def open_prepared(path: Path, cfg: ExperimentConfig | None = None) -> Prepared:
     return Prepared(path, ds, lengths[:, 0], lengths[:, 1], CleanStats(**meta["stats"]), meta)
 
 
+def drawn_per_epoch(n: int, weight: float) -> int:
+    """Sentences a corpus of n gives one epoch at this weight: n * floor(w) + round(n * frac(w))."""
+    return int(weight) * n + round((weight - int(weight)) * n)
+
+
+def mix_summary(d: DataConfig, corpus: np.ndarray) -> str:
+    """'A: 23,818 x 1 = 23,818; B: 27,028 x 0.25 = 6,757' for the weighted training corpora."""
+    names = d.train if isinstance(d.train, list) else [d.train]
+    sizes = np.bincount(corpus, minlength=len(names))
+    return "; ".join(f"{name}: {n:,} x {w:g} = {drawn_per_epoch(n, w):,}"
+                     for name, n, w in zip(names, sizes.tolist(), d.train_weights))
+
+
 # ------------------------------------------------------------------------------------------------
 # The Lightning DataModule
 # ------------------------------------------------------------------------------------------------
@@ -748,6 +821,7 @@ class TranslationDataModule(L.LightningDataModule):
         self.train_stats: CleanStats | None = None
         self.valid_stats: CleanStats | None = None
         self._train_sampler: TokenBatchSampler | None = None
+        self._corpus: np.ndarray | None = None  # data.train_weights: the corpus of each training pair
         self._stream: StreamingBatches | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -764,9 +838,13 @@ class TranslationDataModule(L.LightningDataModule):
             if len(self.train_ds) == 0:
                 raise DataError(f"no training pairs left after cleaning ({self.train_stats})")
             self._lengths = (column_lengths(self.train_ds, "src_ids"), column_lengths(self.train_ds, "tgt_ids"))
+            if d.train_weights:
+                self._corpus = self.train_ds.with_format("arrow")["corpus"].to_numpy()
+                log.info("each epoch draws %s", mix_summary(d, self._corpus))
         # Validation keeps every non-empty pair up to the positional table's length.
         self.valid_ds, self.valid_stats = encode_and_clean(
-            load_raw(d, "valid"), self.tokenizer, d, max_len=self.cfg.model.max_positions - 2)
+            load_raw(d, "valid"), self.tokenizer, d, max_len=self.cfg.model.max_positions - 2,
+            domain=self.cfg.decoding.domain or None)
         if len(self.valid_ds) == 0:
             raise DataError(f"no validation pairs left after cleaning ({self.valid_stats})")
 
@@ -783,7 +861,8 @@ class TranslationDataModule(L.LightningDataModule):
             d = self.cfg.data
             self._train_sampler = TokenBatchSampler(
                 *self._lengths, max_tokens=d.max_tokens, max_sentences=d.max_sentences, shuffle=True,
-                seed=self.cfg.trainer.seed, rank=rank, world_size=world)
+                seed=self.cfg.trainer.seed, rank=rank, world_size=world, corpus=self._corpus,
+                weights=d.train_weights)
         return self._train_sampler  # type: ignore[return-value]  # set just above
 
     def train_dataloader(self) -> DataLoader:

@@ -153,6 +153,69 @@ def test_sampler_skip_resumes_mid_epoch():
     assert list(sampler) == full  # the skip applies once
 
 
+def weighted(weights, sizes=(100, 200, 50), **kw):
+    corpus = np.repeat(np.arange(len(sizes)), sizes)
+    lens = np.arange(len(corpus)) % 29 + 1
+    return TokenBatchSampler(lens, lens, max_tokens=120, corpus=corpus, weights=weights, **kw), corpus, lens
+
+
+def test_weighted_corpora_give_each_epoch_whole_copies_plus_a_fresh_share():
+    sampler, corpus, lens = weighted([2, 0.25, 0], seed=5)
+    epochs = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert all(len(b) * (lens[b].max() + 1) <= 120 for b in batches)
+        drawn = np.concatenate(batches)
+        counts = np.bincount(drawn, minlength=len(corpus))
+        assert (counts[corpus == 0] == 2).all()  # weight 2: every sentence twice
+        b = counts[corpus == 1]
+        assert b.sum() == 50 and set(b.tolist()) == {0, 1}  # 0.25 of 200: 50 distinct sentences
+        assert (counts[corpus == 2] == 0).all()  # weight 0: none
+        assert len(drawn) == sampler.epoch_size() == 250
+        epochs.append(set(np.flatnonzero(counts).tolist()) - set(np.flatnonzero(corpus == 0).tolist()))
+    assert epochs[0] != epochs[1]  # another quarter in the next epoch
+    again, _, _ = weighted([2, 0.25, 0], seed=5)
+    again.set_epoch(1)
+    assert list(again) == batches  # and the same quarter for the same (seed, epoch)
+
+
+def test_weights_of_one_batch_as_no_weights_and_resume_mid_epoch():
+    sampler, _, lens = weighted([1, 1, 1], seed=2)
+    assert list(sampler) == list(TokenBatchSampler(lens, lens, max_tokens=120, seed=2))
+    sampler, _, _ = weighted([0.5, 3, 1], seed=2)
+    full = list(sampler)
+    sampler.skip(4)
+    assert list(sampler) == full[4:]
+
+
+def test_weights_that_draw_nothing_are_an_error():
+    with pytest.raises(DataError, match=r"draw no sentence per epoch \(corpus sizes \[2, 3\]\)"):
+        weighted([0.1, 0], sizes=(2, 3))
+
+
+def test_weighted_training_corpora_are_tagged_and_mixed_by_the_data_module(parallel_files, caplog):
+    from nmt.config import from_dict
+    from nmt.data import TranslationDataModule
+
+    (parallel_files / "extra.zh").write_text("一\n二\n三\n四\n", encoding="utf-8")
+    (parallel_files / "extra.en").write_text("one\ntwo\nthree\nfour\n", encoding="utf-8")
+    cfg = from_dict({"data": {"source": "text", "train": [str(parallel_files / "train"), str(parallel_files / "extra")],
+                              "train_weights": [0.5, 3], "valid": str(parallel_files / "valid"), "max_tokens": 64,
+                              "max_len": 16},
+                     "trainer": {"max_steps": 5}})
+    raw = load_raw(cfg.data, "train")
+    assert raw["corpus"] == [0] * 40 + [1] * 4
+    tok = train_tokenizer(raw["src"], raw["tgt"], TokenizerConfig(type="bpe", vocab_size=100))
+    dm = TranslationDataModule(cfg, tok)
+    with caplog.at_level("INFO", logger="nmt"):
+        dm.setup("fit")
+    assert "train: 40 x 0.5 = 20; " in caplog.text and "extra: 4 x 3 = 12" in caplog.text
+    drawn = [i for batch in dm.train_sampler() for i in batch]
+    texts = [dm.train_ds[i]["tgt"] for i in drawn]
+    assert len(drawn) == 32 and sum(t in ("one", "two", "three", "four") for t in texts) == 12
+
+
 def test_collate_adds_bos_eos_and_pads():
     batch = collate({"src_ids": [[5, 6], [7]], "tgt_ids": [[8], [9, 10]], "src": ["x", "y"], "tgt": ["u", "v"]})
     assert batch["src"].tolist() == [[5, 6, EOS_ID], [7, EOS_ID, PAD_ID]]
