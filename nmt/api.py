@@ -26,7 +26,7 @@ from nmt.documents import fit_sentence, split_document, uses_spaces
 from nmt.errors import ConstraintError, DataError, TranslationError
 from nmt.glossary import Glossary
 from nmt.textio import decode_lines
-from nmt.tokenizer import EOS_ID
+from nmt.tokenizer import EOS_ID, TokenizerError
 
 if TYPE_CHECKING:
     from nmt.confidence import Calibration
@@ -176,7 +176,7 @@ class Translator:
             return self._translate_documents(texts, options, glossary)
         limit = self.max_source_tokens
         terms = self._gather_terms(texts, constraints, glossary)
-        encoded = self.tokenizer.encode_src([s.strip() for s in texts])
+        encoded = self.encode([s.strip() for s in texts], options)
         term_ids = self._term_ids(terms, dict(enumerate(encoded)), options) if any(terms) else None
         out = [Translation(s, [Hypothesis([], 0.0, constraints_met=False if t else None)], truncated=len(ids) > limit,
                            source_ids=ids[:limit], constraints=t or None)
@@ -194,6 +194,18 @@ class Translator:
                     h.text = self.tokenizer.decode_tgt(h.tokens)
                 out[i].confidence = self.confidence(out[i].best, len(out[i].source_ids), options)
         return out
+
+    def encode(self, texts: list[str], options: DecodingOptions) -> list[list[int]]:
+        """Source ids, each non-empty source led by the tag of `options.domain` if one is set."""
+        try:
+            return self.tokenizer.encode_src(texts, domain=options.domain or None)
+        except TokenizerError as err:  # an unknown domain
+            raise TranslationError(str(err)) from None
+
+    @property
+    def domains(self) -> list[str]:
+        """The domains this model was trained with tags for (data.train_tags), for `domain=`."""
+        return self.tokenizer.domains
 
     def _decode(self, rows: list[list[int]], options: DecodingOptions,
                 phrases: list[list[list[int]]] | None) -> list[list[Hypothesis]]:
@@ -249,7 +261,7 @@ class Translator:
         terms = self._gather_terms(texts, constraints, glossary)
         if any(terms):
             with_terms = [i for i, t in enumerate(terms) if t]
-            sources = self.tokenizer.encode_src([texts[i].strip() for i in with_terms])
+            sources = self.encode([texts[i].strip() for i in with_terms], options)
             self._term_ids(terms, dict(zip(with_terms, sources)), options)
         return terms
 
@@ -305,8 +317,8 @@ class Translator:
         limit = self.document_limit(options)
         docs = [split_document(t, self.src_lang, options.document_splitter) for t in texts]
         sentences = [s for d in docs for s in d.sentences]
-        lengths = [len(ids) for ids in self.tokenizer.encode_src(sentences)]
-        count = lambda s: len(self.tokenizer.encode_src([s])[0])  # noqa: E731  (only for cut sentences)
+        lengths = [len(ids) for ids in self.encode(sentences, options)]
+        count = lambda s: len(self.encode([s], options)[0])  # noqa: E731  (only for cut sentences)
         pieces = [[s] if n <= limit else fit_sentence(s, count, limit) for s, n in zip(sentences, lengths)]
         owner = [d for d, doc in enumerate(docs) for _ in doc.sentences]  # sentence -> its document
         flat = [(n, p) for n, ps in enumerate(pieces) for p in ps]

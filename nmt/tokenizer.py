@@ -96,6 +96,7 @@ class Tokenizer:
         self._src = _processor(src_model)
         self._tgt = self._src if tgt_model is None else _processor(tgt_model)
         self._norm_src, self._norm_tgt = make_normalizer(self.src_normalize), make_normalizer(self.tgt_normalize)
+        self._domains: list[str] | None = None  # found on first use (`domains`)
 
     @property
     def joint(self) -> bool:
@@ -127,8 +128,29 @@ class Tokenizer:
     def normalize_tgt(self, text: str) -> str:
         return self._norm_tgt(text) if self._norm_tgt else text
 
-    def encode_src(self, texts: list[str]) -> list[list[int]]:
-        return self._encode(self._src, [self.normalize_src(t) for t in texts] if self._norm_src else texts, self._index)
+    def encode_src(self, texts: list[str], domain: str | None = None) -> list[list[int]]:
+        """Source ids; with `domain`, each non-empty source starts with its tag (domain_id)."""
+        ids = self._encode(self._src, [self.normalize_src(t) for t in texts] if self._norm_src else texts, self._index)
+        if domain:
+            tag = self.domain_id(domain)
+            ids = [[tag, *row] if row else row for row in ids]
+        return ids
+
+    @property
+    def domains(self) -> list[str]:
+        """The domain tags the source vocabulary holds (pieces <dom:NAME>), by name."""
+        if self._domains is None:
+            pieces = self.vocab if self.vocab is not None else [self._src.id_to_piece(i) for i in range(self.src_vocab_size)]
+            self._domains = [p[len(DOMAIN_PREFIX):-1] for p in pieces if p.startswith(DOMAIN_PREFIX) and p.endswith(">")]
+        return self._domains
+
+    def domain_id(self, domain: str) -> int:
+        """The source id of a domain's tag; a TokenizerError names the domains there are."""
+        if domain not in self.domains:
+            known = ", ".join(self.domains) or "none: it was trained without data.train_tags"
+            raise TokenizerError(f"unknown domain '{domain}': this model's domains are {known}")
+        piece = domain_piece(domain)
+        return self._index[piece] if self._index is not None else self._src.piece_to_id(piece)
 
     def encode_tgt(self, texts: list[str]) -> list[list[int]]:
         return self._encode(self._tgt, [self.normalize_tgt(t) for t in texts] if self._norm_tgt else texts,
@@ -218,7 +240,15 @@ class Tokenizer:
         )
 
 
-def _train_model(sentences: Iterable[str], cfg: TokenizerConfig) -> bytes:
+DOMAIN_PREFIX = "<dom:"
+
+
+def domain_piece(domain: str) -> str:
+    """The vocabulary piece of a domain tag (data.train_tags): <dom:NAME>."""
+    return f"{DOMAIN_PREFIX}{domain}>"
+
+
+def _train_model(sentences: Iterable[str], cfg: TokenizerConfig, symbols: Iterable[str] = ()) -> bytes:
     buffer, seen = io.BytesIO(), [0]
 
     def counted(lines: Iterable[str]) -> Iterator[str]:
@@ -244,6 +274,7 @@ def _train_model(sentences: Iterable[str], cfg: TokenizerConfig) -> bytes:
             eos_id=EOS_ID,
             minloglevel=2,
             num_threads=2,
+            user_defined_symbols=list(symbols),  # pieces of their own, never split (domain tags)
         )
     except RuntimeError as err:
         if seen[0] == 0:
@@ -253,16 +284,18 @@ def _train_model(sentences: Iterable[str], cfg: TokenizerConfig) -> bytes:
 
 
 def train_tokenizer(
-    src_texts: Iterable[str], tgt_texts: Iterable[str], cfg: TokenizerConfig
+    src_texts: Iterable[str], tgt_texts: Iterable[str], cfg: TokenizerConfig, domains: Iterable[str] = ()
 ) -> Tokenizer:
-    """Train a joint model on both sides, or one model per side, on normalised text."""
+    """Train a joint model on both sides, or one model per side, on normalised text; `domains`:
+    tag names whose pieces (<dom:NAME>) the source side gets."""
     src_norm, tgt_norm = make_normalizer(cfg.src_normalize), make_normalizer(cfg.tgt_normalize)
     src_texts = map(src_norm, src_texts) if src_norm else src_texts
     tgt_texts = map(tgt_norm, tgt_texts) if tgt_norm else tgt_texts
+    tags = [domain_piece(d) for d in dict.fromkeys(domains) if d]
     if cfg.joint:
-        return Tokenizer(src_model=_train_model(_chain(src_texts, tgt_texts), cfg),
+        return Tokenizer(src_model=_train_model(_chain(src_texts, tgt_texts), cfg, tags),
                          src_normalize=cfg.src_normalize, tgt_normalize=cfg.tgt_normalize)
-    return Tokenizer(src_model=_train_model(src_texts, cfg), tgt_model=_train_model(tgt_texts, cfg),
+    return Tokenizer(src_model=_train_model(src_texts, cfg, tags), tgt_model=_train_model(tgt_texts, cfg),
                      src_normalize=cfg.src_normalize, tgt_normalize=cfg.tgt_normalize)
 
 

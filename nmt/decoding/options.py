@@ -55,6 +55,8 @@ class DecodingOptions:
     top_k: int = _opt(0, "sampling: only among the k most likely tokens (0: all)", ge=0, le=1_000_000)
     top_p: float = _opt(1.0, "sampling: only the smallest set of tokens with this probability (nucleus)", gt=0.0, le=1.0)
     seed: int = _opt(0, "sampling seed (each batch draws from a generator seeded from it)", ge=0, le=2**31 - 1)
+    domain: str = _opt("", "the domain the sources are from, for a model trained with domain tags "
+                           "(data.train_tags): its tag starts every source ('': none)")
     shortlist: bool = _opt(False, "decode each batch over the model's vocabulary shortlist (nmt-shortlist), not the "
                                   "whole target vocabulary: faster; outputs can differ slightly")
     attention: bool = _opt(False, "return the best hypothesis' cross-attention (torch engine)", flag=False)
@@ -115,7 +117,8 @@ class DecodingOptions:
             penalty = {"gnmt": "GNMT length penalty", "length": "length penalty |Y|^alpha", "none": "no length penalty"}
             how = f"beam {self.beam_size}, {penalty[self.length_penalty]}" + \
                   (f" alpha {self.alpha:g}" if self.length_penalty != "none" else "")
-        return f"{how}, max length {self.max_len_a:g}*src+{self.max_len_b}" + (", document mode" if self.document else "")
+        return (f"{how}, max length {self.max_len_a:g}*src+{self.max_len_b}" + (", document mode" if self.document else "")
+                + (f", domain {self.domain}" if self.domain else ""))
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(DecodingOptions)}

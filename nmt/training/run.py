@@ -197,7 +197,7 @@ def prepare_tokenizer(cfg: ExperimentConfig, run_dir: Path, init: StoredModel | 
     raw = load_raw(cfg.data, "train", streaming=cfg.data.streaming)
     src = (ex["src"] for ex in raw)
     tgt = (ex["tgt"] for ex in load_raw(cfg.data, "train", streaming=cfg.data.streaming))
-    tokenizer = train_tokenizer(src, tgt, cfg.tokenizer)
+    tokenizer = train_tokenizer(src, tgt, cfg.tokenizer, domains=cfg.data.train_tags)
     tokenizer.save(directory)
     (directory / "DONE").touch()
     return tokenizer
