@@ -4,13 +4,15 @@ the WMT22 systems' own outputs scored the same way.
     python scripts/results_table.py --model tatoeba_cpu=runs/tatoeba_cpu/average.ckpt --alpha tatoeba_cpu=1.0 \
         --model transformer_small=runs/compare/transformer/checkpoints/best.ckpt [--reuse] [--write-docs]
 
-Test sets (from ../shared/data): Tatoeba test, WMT22 general (references A and B), NTREX-128
-(English-original news) and TED talks (WMT21 MQM). Beam 5; a model's GNMT length-penalty alpha
+Test sets (from ../shared/data), by default: Tatoeba test, WMT22 general (references A and B),
+NTREX-128 (English-original news) and TED talks (WMT21 MQM); `--set NAME` (repeatable) picks
+others of SETS below (captions, microblogs, FLORES, and valid splits for choices). Beam 5; a model's GNMT length-penalty alpha
 is 0.6 unless --alpha NAME=VALUE says otherwise (take it from scripts/tune_decoding.py on the
 valid split). For each model the table also states its training steps, training time and machine,
 read from the run directory next to the checkpoint. Writes RUNS/<model>/<set>.hyp.en,
 RUNS/results.json and, with --write-docs, the section of docs/results.md between the
-results_table markers. Run from the repository root.
+`<!-- MARKER:begin -->` and `<!-- MARKER:end -->` lines (`--marker`, default results_table).
+Run from the repository root.
 """
 
 from __future__ import annotations
@@ -23,15 +25,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path("../shared/data")
-MARK_BEGIN, MARK_END = "<!-- results_table:begin -->", "<!-- results_table:end -->"
-TEST_SETS = {  # name: (source, references, note)
+SETS = {  # name: (source, references, note)
     "Tatoeba test": ("tatoeba-cmn/test.zh", ["tatoeba-cmn/test.en"], "2,000 short everyday sentences"),
     "WMT22 general": ("wmt22-generaltest2022-zhen/test.zh",
                       ["wmt22-generaltest2022-zhen/test.en", "wmt22-generaltest2022-zhen/test.en.refB"],
                       "1,875 segments, news/e-commerce/social/conversation, 2 references"),
     "NTREX-128": ("ntrex128-zhen/test.zh", ["ntrex128-zhen/test.en"], "1,997 news sentences; English is the original"),
     "TED (WMT21 MQM)": ("ted-wmt21-mqm-zhen/test.zh", ["ted-wmt21-mqm-zhen/test.en"], "529 TED talk segments"),
+    "IWSLT17 TED test": ("iwslt17-ted-zhen/test.zh", ["iwslt17-ted-zhen/test.en"], "1,459 TED talk segments"),
+    "captions test": ("mmt-3am-zhen/test.zh", ["mmt-3am-zhen/test.en"], "1,000 image captions"),
+    "microblogs test": ("microtopia-zhen/test.zh", ["microtopia-zhen/test.en"], "1,250 microblog posts"),
+    "FLORES devtest": ("flores200-devtest-zhen/test.zh", ["flores200-devtest-zhen/test.en"],
+                       "1,012 Wikipedia-style sentences"),
+    # valid splits: for choices (the test splits are scored once, with what valid chose)
+    "Tatoeba valid": ("tatoeba-cmn/valid.zh", ["tatoeba-cmn/valid.en"], "2,000 pairs"),
+    "captions valid": ("mmt-3am-zhen/valid.zh", ["mmt-3am-zhen/valid.en"], "1,000 pairs"),
+    "microblogs valid": ("microtopia-zhen/valid.zh", ["microtopia-zhen/valid.en"], "1,250 pairs"),
 }
+DEFAULT_SETS = ["Tatoeba test", "WMT22 general", "NTREX-128", "TED (WMT21 MQM)"]
 WMT22_SYSTEMS = DATA / "wmt22-generaltest2022-zhen" / "system-outputs"
 
 
@@ -41,8 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", action="append", default=[], metavar="NAME=VALUE", help="GNMT length penalty of a model")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "results", help="hypotheses and results.json")
     p.add_argument("--reuse", action="store_true", help="keep hypotheses already written for a model and set")
-    p.add_argument("--write-docs", action="store_true", help="replace the results_table section of docs/results.md")
-    return p.parse_args(argv)
+    p.add_argument("--set", dest="sets", action="append", choices=list(SETS), metavar="NAME",
+                   help=f"a test set (repeatable; default: {', '.join(DEFAULT_SETS)}); one of: {', '.join(SETS)}")
+    p.add_argument("--write-docs", action="store_true", help="replace the --marker section of docs/results.md")
+    p.add_argument("--marker", default="results_table", help="the section's marker name in docs/results.md")
+    args = p.parse_args(argv)
+    args.sets = args.sets or DEFAULT_SETS
+    return args
 
 
 def read_lines(path: Path) -> list[str]:
@@ -73,7 +89,8 @@ def training_record(checkpoint: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    missing = [name for name, (src, _, _) in TEST_SETS.items() if not (DATA / src).is_file()]
+    chosen = {name: SETS[name] for name in args.sets}
+    missing = [name for name, (src, _, _) in chosen.items() if not (DATA / src).is_file()]
     if missing:
         sys.exit(f"results_table.py: needs ../shared/data (missing: {', '.join(missing)}); run from the repository root")
     from nmt.api import Translator
@@ -84,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"command": " ".join(["python", "scripts/results_table.py", *(argv or sys.argv[1:])]),
                      "environment": environment(), "test_sets": {}, "models": {}, "wmt22_systems": {}}
     sets = {name: (read_lines(DATA / src), [read_lines(DATA / r) for r in refs], note)
-            for name, (src, refs, note) in TEST_SETS.items()}
+            for name, (src, refs, note) in chosen.items()}
     for name, (src, refs, note) in sets.items():
-        results["test_sets"][name] = {"source": TEST_SETS[name][0], "references": TEST_SETS[name][1],
+        results["test_sets"][name] = {"source": chosen[name][0], "references": chosen[name][1],
                                       "sentences": len(src), "note": note}
     for spec in args.model:
         name, _, path = spec.partition("=")
@@ -95,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         model = {"checkpoint": str(checkpoint), "alpha": alpha, "training": training_record(checkpoint), "scores": {}}
         translator = None
         for set_name, (src, refs, _) in sets.items():
-            out = args.runs / name / f"{set_name.split()[0].lower()}.hyp.en"
+            out = args.runs / name / f"{slug(set_name)}.hyp.en"
             if args.reuse and out.is_file():
                 hyps, seconds = read_lines(out), None
             else:
@@ -112,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                                          "bleu_signature": scores["bleu"]["signature"],
                                          "chrf_signature": scores["chrf"]["signature"], "hypotheses": str(out)}
         results["models"][name] = model
-    src, refs, _ = sets["WMT22 general"]
-    for system in sorted(WMT22_SYSTEMS.glob("*.en")):
+    for system in sorted(WMT22_SYSTEMS.glob("*.en")) if "WMT22 general" in sets else []:
+        src, refs, _ = sets["WMT22 general"]
         scores = corpus_scores(read_lines(system), refs, tgt_lang="en")
         results["wmt22_systems"][system.stem] = {"bleu": scores["bleu"]["score"], "chrf": scores["chrf"]["score"]}
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -123,14 +140,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_docs:
         docs = ROOT / "docs" / "results.md"
         text = docs.read_text(encoding="utf-8")
-        section = f"{MARK_BEGIN}\n{table}{MARK_END}"
-        if MARK_BEGIN in text:
-            head, rest = text.split(MARK_BEGIN, 1)
-            text = head + section + rest.split(MARK_END, 1)[1]
+        begin, end = f"<!-- {args.marker}:begin -->", f"<!-- {args.marker}:end -->"
+        section = f"{begin}\n{table}{end}"
+        if begin in text:
+            head, rest = text.split(begin, 1)
+            text = head + section + rest.split(end, 1)[1]
         else:
             text = text.rstrip("\n") + "\n\n" + section + "\n"
         docs.write_text(text, encoding="utf-8")
     return 0
+
+
+def slug(set_name: str) -> str:
+    """'TED (WMT21 MQM)' -> 'ted-wmt21-mqm': a file name for a set's hypotheses."""
+    return "-".join("".join(c if c.isalnum() else " " for c in set_name.lower()).split())
 
 
 def short_commit(commit: str | None) -> str:
@@ -151,7 +174,7 @@ def markdown(results: dict) -> str:
         cells = [f"{m['scores'][n]['bleu']:.2f} / {m['scores'][n]['chrf']:.2f}" for n in names]
         lines.append(f"| {name} (alpha {m['alpha']:g}) | {training} | " + " | ".join(cells) + " |")
     systems = results["wmt22_systems"]
-    if systems:
+    if systems and "WMT22 general" in names:
         wmt = names.index("WMT22 general")
         for system, s in sorted(systems.items(), key=lambda kv: -kv[1]["bleu"]):
             cells = ["" for _ in names]
