@@ -197,10 +197,18 @@ class Translator:
 
     def encode(self, texts: list[str], options: DecodingOptions) -> list[list[int]]:
         """Source ids, each non-empty source led by the tag of `options.domain` if one is set."""
-        try:
-            return self.tokenizer.encode_src(texts, domain=options.domain or None)
-        except TokenizerError as err:  # an unknown domain
-            raise TranslationError(str(err)) from None
+        if not options.domain:
+            return self.tokenizer.encode_src(texts)
+        self.check_domain(options)
+        return self.tokenizer.encode_src(texts, domain=options.domain)
+
+    def check_domain(self, options: DecodingOptions) -> None:
+        """A TranslationError naming this model's domains if `options.domain` is none of them."""
+        if options.domain:
+            try:
+                self.tokenizer.domain_id(options.domain)
+            except TokenizerError as err:
+                raise TranslationError(str(err)) from None
 
     @property
     def domains(self) -> list[str]:

@@ -109,11 +109,12 @@ def _unicode(texts: list[str], where: str) -> None:
 
 
 def request_model(src_lang: str, tgt_lang: str, max_beam_size: int,
-                  defaults: DecodingOptions = DecodingOptions(), has_shortlist: bool = False) -> type[_RequestBase]:
+                  defaults: DecodingOptions = DecodingOptions(), has_shortlist: bool = False,
+                  domains: tuple[str, ...] = ()) -> type[_RequestBase]:
     """The body of POST /translate for one server, derived from DecodingOptions: every decoding
     option with the model's default and its bounds, so clients (and schema-driven fuzzers) see
     them; the languages and the beam limit of this server are part of it too, and `shortlist` is
-    only `false` for a model without one. Unknown fields are refused, so a misspelt option is an
+    only `false` for a model without one, `domain` one of the model's domains (or ""). Unknown fields are refused, so a misspelt option is an
     error rather than silently ignored."""
     fields: dict[str, Any] = {}
     for name, f in FIELDS.items():
@@ -121,6 +122,8 @@ def request_model(src_lang: str, tgt_lang: str, max_beam_size: int,
         annotation = Literal[m["choices"]] if m["choices"] else type(f.default)
         if name == "shortlist" and not has_shortlist:
             annotation = Literal[False]
+        if name == "domain":
+            annotation = Literal[("", *domains)]
         le = max_beam_size if name == "beam_size" else m["le"]
         fields[name] = (annotation, Field(getattr(defaults, name), ge=m["ge"], gt=m["gt"], le=le, description=m["help"]))
     fields["src_lang"] = (Literal[src_lang] | None, Field(None, description="if given, must be the model's source language"))
@@ -328,7 +331,8 @@ def create_app(translator, options: ServeOptions = ServeOptions(), *, name: str 
                 "batches": batcher.batches, "lines": batcher.lines}
 
     TranslateRequest = request_model(translator.src_lang, translator.tgt_lang, options.max_beam_size,
-                                     translator.defaults, translator.engine.has_shortlist)
+                                     translator.defaults, translator.engine.has_shortlist,
+                                     tuple(getattr(translator, "domains", ())))
 
     @app.post("/translate", response_model=TranslateResponse,
               responses={413: {"description": "too many lines or characters"},
@@ -345,7 +349,8 @@ def create_app(translator, options: ServeOptions = ServeOptions(), *, name: str 
             raise HTTPException(413, f"{chars} characters; this server takes at most {options.max_chars}")
         decoding = request.options()  # also the batching key: only equal options share a batch
         glossary = Glossary.of(request.glossary) if request.glossary else None
-        try:  # terms checked here, so that one request's impossible term never fails a shared batch
+        try:  # domain and terms checked here, so that one request's impossible term never fails a shared batch
+            translator.check_domain(decoding)
             if decoding.document:  # the glossary applies sentence by sentence, inside: part of the key
                 key, terms = (decoding, glossary), None
             else:
