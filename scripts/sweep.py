@@ -6,7 +6,8 @@ wall-clock time, then its last checkpoint translates the valid split and the var
 
 --vary KEY=V1,V2 lists values of one config key. By default the sweep changes one key at a time
 from the config (the baseline plus one run per listed value: what each lever is worth alone);
---grid runs every combination instead. Each variant is `nmt-train CONFIG --set ...` in its own
+--grid runs every combination instead. --variant "KEY=V;KEY2=V2" adds one variant that changes
+several keys together (e.g. a 6+1 layer model), or a key whose value holds commas (a YAML list). Each variant is `nmt-train CONFIG --set ...` in its own
 process with `trainer.max_time=BUDGET`, so the variants see the same data, seed and wall clock.
 Scores come from the valid split only: tuning on test would make its score meaningless.
 
@@ -18,6 +19,7 @@ the budget is wall-clock time.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import re
@@ -37,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vary", action="append", default=[], metavar="SECTION.KEY=V1,V2",
                    help="values to try for one key (repeatable); YAML values, e.g. model.norm_first=true")
     p.add_argument("--grid", action="store_true", help="every combination of the --vary values (default: one key at a time)")
+    p.add_argument("--variant", action="append", default=[], metavar="KEY=V;KEY2=V2",
+                   help="one more variant: several changes together, separated by ';' (repeatable)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="a change applied to every variant, the baseline included")
     p.add_argument("--budget", default="00:00:06:00", help="training wall-clock time per variant, DD:HH:MM:SS")
@@ -58,6 +62,18 @@ def parse_vary(items: list[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
+def parse_variants(items: list[str]) -> list[list[str]]:
+    """--variant "KEY=V;KEY2=V2" -> ["KEY=V", "KEY2=V2"]: one variant changing several keys."""
+    out = []
+    for item in items:
+        overrides = [o.strip() for o in item.split(";") if o.strip()]
+        bad = [o for o in overrides if "=" not in o or "." not in o.partition("=")[0]]
+        if not overrides or bad:
+            sys.exit(f"sweep.py: error: --variant expects SECTION.KEY=VALUE;SECTION.KEY=VALUE, got '{item}'")
+        out.append(overrides)
+    return out
+
+
 def variants(vary: list[tuple[str, list[str]]], grid: bool) -> list[list[str]]:
     """Lists of `key=value` overrides; the first is the baseline (no change) unless --grid."""
     if grid:
@@ -69,8 +85,10 @@ def variants(vary: list[tuple[str, list[str]]], grid: bool) -> list[list[str]]:
 def slug(overrides: list[str]) -> str:
     if not overrides:
         return "baseline"
-    text = "_".join(o.split(".", 1)[1] for o in overrides)
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", text)[:120]
+    text = re.sub(r"[^A-Za-z0-9_.=-]+", "-", "_".join(o.split(".", 1)[1] for o in overrides))
+    if len(text) > 100:  # long values (lists of paths): a prefix and a digest keep names distinct
+        text = text[:90] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return text
 
 
 def run_variant(args: argparse.Namespace, overrides: list[str], run_dir: Path) -> dict:
@@ -151,7 +169,7 @@ def write_table(args: argparse.Namespace, results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))  # fail early on a missing/bad file
-    todo = variants(parse_vary(args.vary), args.grid)
+    todo = variants(parse_vary(args.vary), args.grid) + parse_variants(args.variant)
     args.out.mkdir(parents=True, exist_ok=True)
     previous = {}
     if args.reuse and (args.out / "results.json").is_file():
