@@ -83,6 +83,11 @@ class TokenizerConfig:
     # full-width forms) | zh_hans (Traditional -> Simplified Chinese, OpenCC t2s).
     src_normalize: list[str] = field(default_factory=list)
     tgt_normalize: list[str] = field(default_factory=list)
+    # Subword regularisation (Kudo, 2018; unigram models, in-memory data): each epoch every training
+    # sentence takes one of its sampling_nbest best segmentations, drawn with probability P(x)^alpha
+    # normalised, a pure function of (trainer.seed, epoch); validation and translation keep the best one.
+    sampling_alpha: float = 0.0  # 0: off (the best segmentation every epoch); the paper: 0.1-0.5, smaller = flatter
+    sampling_nbest: int = 64  # segmentations drawn among (the paper: 64)
 
 
 @dataclass
@@ -316,6 +321,15 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             raise ConfigError(f"data.train_weights must be >= 0 with at least one > 0, got {d.train_weights}")
         if d.streaming or d.prepared_dir:
             raise ConfigError("data.train_weights needs in-memory training data: not with data.streaming or data.prepared_dir")
+    if tok.sampling_alpha:
+        if tok.sampling_alpha < 0 or tok.sampling_nbest < 2:
+            raise ConfigError(f"tokenizer.sampling_alpha must be >= 0 and sampling_nbest >= 2, got "
+                              f"{tok.sampling_alpha} and {tok.sampling_nbest}")
+        if tok.type != "unigram":
+            raise ConfigError(f"tokenizer.sampling_alpha draws among the n best segmentations of a unigram model: "
+                              f"set tokenizer.type unigram, not {tok.type}")
+        if d.streaming or d.prepared_dir:
+            raise ConfigError("tokenizer.sampling_alpha needs in-memory training data: not with data.streaming or data.prepared_dir")
     if d.train_tags:
         n_train = len(d.train) if isinstance(d.train, list) else 1
         if len(d.train_tags) != n_train:

@@ -36,7 +36,7 @@ from nmt.batching import batch_starts, bucket_order, make_batches
 from nmt.config import DataConfig, ExperimentConfig
 from nmt.errors import DataError
 from nmt.textio import check_text_file, decode_lines, read_text_lines  # noqa: F401  (re-exported)
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, NBest, Tokenizer, train_tokenizer
 
 log = logging.getLogger("nmt")
 
@@ -286,6 +286,74 @@ def encode_and_clean(ds, tokenizer: Tokenizer, cfg: DataConfig, *, max_len: int 
     return ds.select(np.flatnonzero(reasons == "")), stats
 
 
+class SampledSegmentation:
+    """Subword regularisation (`tokenizer.sampling_alpha`; Kudo, 2018, l-best sampling): each epoch,
+    every training sentence is cut into one of its `nbest` best segmentations under the unigram
+    model, drawn with probability proportional to P(x)^alpha by a generator seeded with (seed,
+    epoch, side): a resumed run, each loader worker and the sampler draw the same pieces. Pairs
+    keep their places and domain tags (`tags`: per pair its tag's id, or -1); a segmentation
+    longer than `max_len` (with the tag) is not drawn, the best one always may be. A sentence that
+    an epoch draws more than once (data.train_weights above 1) has the same pieces each time. The
+    candidates are found once, at the start; they take about `nbest` times the memory of the
+    corpus's pieces, plus `nbest` floats per sentence and side (in-memory corpora only).
+
+    The sampler batches an epoch by that epoch's lengths (`lengths`); BatchView reads the pieces
+    of the epoch set last (`rows`). Setting the epoch draws it, so loader workers forked after
+    that inherit the draw."""
+
+    def __init__(self, ds, tokenizer: Tokenizer, *, alpha: float, nbest: int, seed: int, max_len: int,
+                 tags: np.ndarray | None = None) -> None:
+        src, tgt = [s.strip() for s in ds["src"]], [t.strip() for t in ds["tgt"]]
+        self.nbest = (tokenizer.nbest_src(src, nbest), tokenizer.nbest_tgt(tgt, nbest))
+        self.seed, self.tags, self.epoch = seed, tags, 0
+        tagged = np.zeros(len(src), np.int64) if tags is None else (tags >= 0).astype(np.int64)
+        limits = (max_len - tagged, np.full(len(tgt), max_len))  # per sentence; a tag takes a source position
+        self._logits = [self._logits_of(found, nbest, limit, alpha) for found, limit in zip(self.nbest, limits)]
+        self._drawn: tuple[int, list[np.ndarray]] | None = None
+
+    @staticmethod
+    def _logits_of(found: NBest, nbest: int, max_len: np.ndarray, alpha: float) -> np.ndarray:
+        """(texts, nbest) float32: alpha * log P of each text's candidates, best first; -inf where
+        a text has fewer candidates or one is longer than `max_len` (per text), but never the best."""
+        counts, column = np.diff(found.first), np.arange(nbest)
+        if len(counts) and counts.min() < 1:
+            raise DataError("subword sampling: a training sentence has no segmentation")
+        exists = column[None, :] < counts[:, None]
+        candidates = np.where(exists, found.first[:-1, None] + column[None, :], found.first[:-1, None])
+        limit = max_len[:, None]
+        allowed = exists & ((np.diff(found.starts)[candidates] <= limit) | (column[None, :] == 0))
+        return np.where(allowed, alpha * found.scores[candidates], -np.inf).astype(np.float32)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.drawn(epoch)
+
+    def drawn(self, epoch: int) -> list[np.ndarray]:
+        """Per side, the segmentation (index into its NBest) each sentence takes in `epoch`, by
+        Gumbel-max: the argmax of logits plus Gumbel noise is a draw from their softmax."""
+        if self._drawn is None or self._drawn[0] != epoch:
+            picks = []
+            for side, (found, logits) in enumerate(zip(self.nbest, self._logits)):
+                noise = np.random.default_rng([self.seed, epoch, side]).gumbel(size=logits.shape)
+                picks.append(found.first[:-1] + np.argmax(logits + noise, axis=1))
+            self._drawn = (epoch, picks)
+        return self._drawn[1]
+
+    def lengths(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Source and target lengths of every pair in `epoch`, which becomes the current epoch."""
+        self.set_epoch(epoch)
+        src, tgt = (np.diff(found.starts)[pick] for found, pick in zip(self.nbest, self.drawn(epoch)))
+        return (src if self.tags is None else src + (self.tags >= 0)), tgt
+
+    def rows(self, indices: list[int]) -> tuple[list[list[int]], list[list[int]]]:
+        """The source and target ids of pairs `indices` in the current epoch."""
+        (src_found, tgt_found), (src_pick, tgt_pick) = self.nbest, self.drawn(self.epoch)
+        src = [src_found.segmentation(int(src_pick[i])) for i in indices]
+        if self.tags is not None:
+            src = [[int(self.tags[i]), *row] if self.tags[i] >= 0 else row for i, row in zip(indices, src)]
+        return src, [tgt_found.segmentation(int(tgt_pick[i])) for i in indices]
+
+
 # ------------------------------------------------------------------------------------------------
 # Batching
 # ------------------------------------------------------------------------------------------------
@@ -308,13 +376,17 @@ class TokenBatchSampler:
     an epoch first draws its sentences, weight w taking every sentence of its corpus floor(w)
     times plus a random share w - floor(w) of them without repeats (a different share each
     epoch, still a pure function of (seed, epoch)), then batches that draw as above.
+
+    Subword regularisation (`segmentation`, a SampledSegmentation): each epoch is batched by the
+    lengths of that epoch's segmentation, and setting the epoch here sets it there.
     """
 
     def __init__(self, src_lens: np.ndarray, tgt_lens: np.ndarray, *, max_tokens: int,
                  max_sentences: int = 0, shuffle: bool = True, seed: int = 0,
                  rank: int = 0, world_size: int = 1, corpus: np.ndarray | None = None,
-                 weights: Sequence[float] = ()) -> None:
+                 weights: Sequence[float] = (), segmentation: SampledSegmentation | None = None) -> None:
         self.src_lens, self.tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
+        self.segmentation = segmentation
         self.max_tokens, self.max_sentences = max_tokens, max_sentences
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.epoch, self._skip = 0, 0
@@ -353,6 +425,8 @@ class TokenBatchSampler:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self.segmentation is not None:
+            self.segmentation.set_epoch(epoch)
 
     def skip(self, n_batches: int) -> None:
         self._skip = n_batches
@@ -363,7 +437,9 @@ class TokenBatchSampler:
             return self._plan[1:]
         rng = np.random.default_rng([self.seed, epoch])
         drawn = self._draw(rng)
-        src_lens, tgt_lens = (self.src_lens, self.tgt_lens) if drawn is None else (self.src_lens[drawn], self.tgt_lens[drawn])
+        src_lens, tgt_lens = (self.src_lens, self.tgt_lens) if self.segmentation is None else self.segmentation.lengths(epoch)
+        if drawn is not None:
+            src_lens, tgt_lens = src_lens[drawn], tgt_lens[drawn]
         order, widths = bucket_order(src_lens, tgt_lens, rng if self.shuffle else None)
         starts = batch_starts(src_lens, tgt_lens, order, max_tokens=self.max_tokens,
                               max_sentences=self.max_sentences, widths=widths)
@@ -492,16 +568,23 @@ class BatchView(torch.utils.data.Dataset):
     """Indexable by a list of indices (one batch from the sampler) -> a collated batch.
 
     Every `release_every` batches (default 4) it unmaps the corpus pages its reads mapped in
-    (`release_mapped_pages`), so the run's RSS does not grow with the corpus (docs/scale.md)."""
+    (`release_mapped_pages`), so the run's RSS does not grow with the corpus (docs/scale.md).
+    With a `segmentation` (subword regularisation) the ids are those of its current epoch."""
 
-    def __init__(self, ds: datasets.Dataset, release_every: int = 4) -> None:
+    def __init__(self, ds: datasets.Dataset, release_every: int = 4,
+                 segmentation: SampledSegmentation | None = None) -> None:
         self.ds, self.release_every, self._served = ds, release_every, 0
+        self.segmentation = segmentation
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, indices: list[int]) -> dict[str, Any]:
-        batch = {**collate(self.ds[indices]), "index": list(indices)}  # index: position in the dataset
+        rows = self.ds[indices]
+        if self.segmentation is not None:
+            src, tgt = self.segmentation.rows(indices)
+            rows = {**rows, "src_ids": src, "tgt_ids": tgt}
+        batch = {**collate(rows), "index": list(indices)}  # index: position in the dataset
         self._served += 1  # counted per process: each loader worker has its own copy and mappings
         if self.release_every and self._served % self.release_every == 0:
             release_mapped_pages(self.ds)
@@ -823,6 +906,7 @@ class TranslationDataModule(L.LightningDataModule):
         self._train_sampler: TokenBatchSampler | None = None
         self._corpus: np.ndarray | None = None  # data.train_weights: the corpus of each training pair
         self._stream: StreamingBatches | None = None
+        self.segmentation: SampledSegmentation | None = None  # tokenizer.sampling_alpha: pieces drawn anew each epoch
 
     def setup(self, stage: str | None = None) -> None:
         if self.valid_ds is not None:
@@ -841,6 +925,15 @@ class TranslationDataModule(L.LightningDataModule):
             if d.train_weights:
                 self._corpus = self.train_ds.with_format("arrow")["corpus"].to_numpy()
                 log.info("each epoch draws %s", mix_summary(d, self._corpus))
+            tok = self.cfg.tokenizer
+            if tok.sampling_alpha:
+                tags = None
+                if d.train_tags:  # per pair the id of its corpus's tag, -1 for an untagged corpus
+                    ids = np.array([self.tokenizer.domain_id(t) if t else -1 for t in d.train_tags])
+                    tags = ids[self.train_ds.with_format("arrow")["corpus"].to_numpy()]
+                self.segmentation = SampledSegmentation(
+                    self.train_ds, self.tokenizer, alpha=tok.sampling_alpha, nbest=tok.sampling_nbest,
+                    seed=self.cfg.trainer.seed, max_len=d.max_len, tags=tags)
         # Validation keeps every non-empty pair up to the positional table's length.
         self.valid_ds, self.valid_stats = encode_and_clean(
             load_raw(d, "valid"), self.tokenizer, d, max_len=self.cfg.model.max_positions - 2,
@@ -862,7 +955,7 @@ class TranslationDataModule(L.LightningDataModule):
             self._train_sampler = TokenBatchSampler(
                 *self._lengths, max_tokens=d.max_tokens, max_sentences=d.max_sentences, shuffle=True,
                 seed=self.cfg.trainer.seed, rank=rank, world_size=world, corpus=self._corpus,
-                weights=d.train_weights)
+                weights=d.train_weights, segmentation=self.segmentation)
         return self._train_sampler  # type: ignore[return-value]  # set just above
 
     def train_dataloader(self) -> DataLoader:
@@ -880,7 +973,8 @@ class TranslationDataModule(L.LightningDataModule):
             return DataLoader(self._stream, batch_size=None, **workers)
         sampler = self.train_sampler()
         self._skip_seen_batches(sampler)
-        return DataLoader(BatchView(self.train_ds), batch_size=None, sampler=sampler, **workers)
+        return DataLoader(BatchView(self.train_ds, segmentation=self.segmentation), batch_size=None, sampler=sampler,
+                          **workers)
 
     def _seen_batches(self) -> int:
         trainer = self.trainer

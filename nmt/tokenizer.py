@@ -23,8 +23,11 @@ import io
 import json
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 from nmt.config import TokenizerConfig
@@ -73,6 +76,20 @@ def make_normalizer(steps: Iterable[str]) -> Callable[[str], str] | None:
         return text
 
     return normalize
+
+
+@dataclass
+class NBest:
+    """The n best segmentations of many texts, flat: segmentation j is ids[starts[j]:starts[j+1]]
+    with log-probability scores[j]; text t's are segmentations first[t] .. first[t+1]-1, best first."""
+
+    ids: np.ndarray  # (total pieces,) int32
+    starts: np.ndarray  # (segmentations + 1,)
+    first: np.ndarray  # (texts + 1,)
+    scores: np.ndarray  # (segmentations,)
+
+    def segmentation(self, j: int) -> list[int]:
+        return self.ids[self.starts[j]:self.starts[j + 1]].tolist()
 
 
 class Tokenizer:
@@ -155,6 +172,40 @@ class Tokenizer:
     def encode_tgt(self, texts: list[str]) -> list[list[int]]:
         return self._encode(self._tgt, [self.normalize_tgt(t) for t in texts] if self._norm_tgt else texts,
                             self._tgt_index)
+
+    def nbest_src(self, texts: list[str], n: int) -> NBest:
+        """The (up to) n best segmentations of each text, best first: the candidates of subword
+        sampling (unigram models only; no domain tag)."""
+        return self._nbest(self._src, [self.normalize_src(t) for t in texts] if self._norm_src else texts, n,
+                           self._index)
+
+    def nbest_tgt(self, texts: list[str], n: int) -> NBest:
+        return self._nbest(self._tgt, [self.normalize_tgt(t) for t in texts] if self._norm_tgt else texts, n,
+                           self._tgt_index)
+
+    def _nbest(self, model: spm.SentencePieceProcessor, texts: list[str], n: int, index: dict[str, int] | None,
+               chunk: int = 4096) -> NBest:
+        piece_scores = np.array([model.get_score(i) for i in range(model.get_piece_size())])
+        table = None if index is None else \
+            np.array([index.get(model.id_to_piece(i), UNK_ID) for i in range(model.get_piece_size())])  # our ids
+        ids, lengths, per_text = [], [], []
+        for at in range(0, len(texts), chunk):  # chunks: the Python lists of one chunk at a time
+            try:
+                found = model.nbest_encode(texts[at:at + chunk], nbest_size=n)
+            except RuntimeError:  # BPE, word and char models have no n-best search
+                raise TokenizerError("subword sampling draws among the n best segmentations of a unigram model; "
+                                     "this tokenizer's model is of another type") from None
+            per_text.append(np.fromiter((len(c) for c in found), np.int64, len(found)))
+            lengths.append(np.fromiter((len(seg) for c in found for seg in c), np.int64, int(per_text[-1].sum())))
+            ids.append(np.fromiter(chain.from_iterable(chain.from_iterable(found)), np.int64, int(lengths[-1].sum())))
+        flat = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        seg_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+        # a segmentation's log-probability under a unigram model: the sum of its pieces' scores
+        owner = np.repeat(np.arange(len(seg_lengths)), seg_lengths)
+        scores = np.bincount(owner, weights=piece_scores[flat], minlength=len(seg_lengths))
+        counts = np.concatenate(per_text) if per_text else np.zeros(0, np.int64)
+        return NBest((flat if table is None else table[flat]).astype(np.int32),
+                     np.concatenate([[0], np.cumsum(seg_lengths)]), np.concatenate([[0], np.cumsum(counts)]), scores)
 
     def decode_tgt(self, ids: list[int]) -> str:
         """Detokenised text; stops at the first EOS and ignores the other special ids."""

@@ -239,3 +239,77 @@ def test_shared_tatoeba_splits_load_as_configured_in_transformer_small():
     cfg.valid = str(ROOT / cfg.valid)  # the config's paths are relative to the repository root
     ds = load_raw(cfg, "valid")
     assert len(ds) == 2000 and all(ds["src"][:50]) and all(ds["tgt"][:50])
+
+
+def _sampling_module(parallel_files, **tokenizer):
+    from nmt.config import from_dict
+    from nmt.data import TranslationDataModule
+
+    cfg = from_dict({"data": {"source": "text", "train": str(parallel_files / "train"), "valid": str(parallel_files / "valid"),
+                              "max_tokens": 64, "max_len": 16},
+                     "tokenizer": {"type": "unigram", "vocab_size": 60, "sampling_alpha": 0.2, **tokenizer},
+                     "trainer": {"max_steps": 5, "seed": 3}})
+    raw = load_raw(cfg.data, "train")
+    tok = train_tokenizer(raw["src"], raw["tgt"], cfg.tokenizer)
+
+    def module():
+        dm = TranslationDataModule(cfg, tok)
+        dm.setup("fit")
+        return dm
+
+    return module, tok
+
+
+def test_subword_sampling_cuts_every_epoch_anew_the_same_for_a_seed_and_batches_by_the_drawn_lengths(parallel_files):
+    """tokenizer.sampling_alpha: each epoch's pieces are another segmentation of the same text, a
+    pure function of (seed, epoch); the sampler batches by the drawn lengths and the batches carry
+    the drawn ids."""
+    from nmt.data import BatchView
+
+    module, tok = _sampling_module(parallel_files)
+    dm = module()
+    seg, everyone = dm.segmentation, list(range(len(dm.train_ds)))
+
+    def pieces(segmentation, epoch):
+        segmentation.set_epoch(epoch)
+        return segmentation.rows(everyone)
+
+    best, e0, e1 = list(dm.train_ds["tgt_ids"]), pieces(seg, 0), pieces(seg, 1)
+    assert e0[1] != best and e1[1] != best and e0[1] != e1[1]  # (the Chinese side: one piece per character)
+    assert np.diff(seg.nbest[1].starts).max() > 16  # some candidates are longer than data.max_len ...
+    assert all(len(row) <= 16 for side in e1 for row in side)  # ... and never drawn
+    assert [tok.decode_tgt(ids) for ids in e1[1]] == list(dm.train_ds["tgt"])  # the same text, other pieces
+    assert pieces(module().segmentation, 1) == e1  # the same seed and epoch, another process's start: the same pieces
+    assert [a.tolist() for a in seg.lengths(1)] == [[len(r) for r in side] for side in e1]
+    sampler, view = dm.train_sampler(), BatchView(dm.train_ds, segmentation=seg)
+    sampler.set_epoch(1)
+    served = 0
+    for indices in sampler:
+        batch = view[indices]
+        assert len(indices) * (max(len(e1[1][i]) for i in indices) + 1) <= 64  # drawn lengths + EOS
+        for row, i in enumerate(indices):
+            assert batch["tgt_out"][row, : len(e1[1][i]) + 1].tolist() == e1[1][i] + [EOS_ID]
+            assert batch["src"][row, : len(e1[0][i]) + 1].tolist() == e1[0][i] + [EOS_ID]
+        served += len(indices)
+    assert served == len(dm.train_ds)
+
+
+def test_subword_sampling_draws_each_segmentation_with_probability_p_to_the_alpha(parallel_files):
+    """Over many epochs a sentence takes its candidate x_j with frequency P(x_j)^a / sum_k P(x_k)^a,
+    where log P is the sum of the pieces' unigram log-probabilities (Kudo, 2018, l-best sampling)."""
+    module, tok = _sampling_module(parallel_files, sampling_alpha=0.5, sampling_nbest=4)
+    seg = module().segmentation
+    found = seg.nbest[1]
+    text = int(np.argmax(np.diff(found.first)))  # a sentence with the most candidates
+    cands = list(range(found.first[text], found.first[text + 1]))
+    assert len(cands) == 4
+    model = tok._tgt
+    for j in cands:  # the score is the pieces' log-probabilities summed ...
+        assert found.scores[j] == pytest.approx(sum(model.get_score(i) for i in found.segmentation(j)), rel=1e-6)
+    assert all(np.diff(found.scores[cands]) <= 1e-6)  # ... which orders them as SentencePiece's n-best search does
+    expected = np.exp(0.5 * found.scores[cands])
+    expected /= expected.sum()
+    assert expected.max() < 0.95 and expected.min() < 0.1  # neither one certain draw nor uniform
+    draws = np.array([seg.drawn(epoch)[1][text] for epoch in range(4000)])
+    seen = np.array([(draws == j).mean() for j in cands])
+    assert np.abs(seen - expected).max() < 0.03, (seen, expected)

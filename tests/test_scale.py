@@ -239,6 +239,16 @@ def test_prepared_path_with_two_loader_workers_resumes_exactly(tmp_path):
     assert (prep / "meta.json").is_file()  # nmt-train prepared it on first use
 
 
+def test_subword_sampling_resumes_exactly_across_epochs(tmp_path):
+    """tokenizer.sampling_alpha draws each epoch's pieces anew: stopped at step 9 (epoch 1 of the
+    1,000 embedded HSK pairs' ~8 batches) and resumed, the losses of steps 9-23 equal an
+    uninterrupted run's, epochs 2 and 3 included."""
+    _straight_and_resumed(tmp_path, ["--set", "data.source=hsk", "--set", "data.src_lang=zh", "--set", "data.tgt_lang=en",
+                                     "--set", "data.limit_train=1000", "--set", "data.max_len=48",
+                                     "--set", "model.max_positions=128", "--set", "tokenizer.type=unigram",
+                                     "--set", "tokenizer.vocab_size=1500", "--set", "tokenizer.sampling_alpha=0.3"])
+
+
 @pytest.mark.slow  # two runs with loader workers, about 1-2 minutes; CI runs the slow tests too (.ci/run)
 def test_streamed_path_with_two_loader_workers_resumes_exactly(tmp_path):
     _straight_and_resumed(tmp_path, ["--set", "data.streaming=true", "--set", "data.stream_buffer=500",
