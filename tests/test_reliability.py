@@ -380,6 +380,21 @@ def test_training_time_before_a_resume_counts_towards_max_time(tmp_path):
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == ckpt["global_step"] + 1
 
 
+def test_a_run_saved_before_a_key_existed_resumes_with_its_default():
+    """A config.yaml written by an older toolkit lacks the keys added since: it resumes when the
+    new key keeps its default, and a changed value is refused naming the default the run had."""
+    from nmt.config import ExperimentConfig
+    from nmt.training.run import RunError, _check_same_experiment
+
+    new = ExperimentConfig().to_dict()
+    old = ExperimentConfig().to_dict()
+    del old["tokenizer"]["sampling_alpha"]  # as in a run saved before subword sampling existed
+    _check_same_experiment(old, new, Path("run/config.yaml"))
+    new["tokenizer"]["sampling_alpha"] = 0.3
+    with pytest.raises(RunError, match=r"tokenizer.sampling_alpha is 0.3 but the run in run used 0.0;"):
+        _check_same_experiment(old, new, Path("run/config.yaml"))
+
+
 def test_a_run_directory_is_resumed_or_overwritten_never_mixed(tmp_path, capsys, monkeypatch):
     """A directory that holds only weights-only step checkpoints (killed before last.ckpt) cannot be
     resumed and is not silently trained into again; --overwrite starts afresh, leaving no file of

@@ -118,14 +118,18 @@ def check_disk_space(run_dir: Path, checkpoint_size: int) -> None:
 
 
 def _check_same_experiment(old: dict, new: dict, where: Path) -> None:
+    """The resumed run's settings equal the saved ones but for RESUMABLE_CHANGES. A key the saved
+    config lacks (added to the toolkit after the run began) had its default then."""
+    defaults = ExperimentConfig().to_dict()
     for section, values in new.items():
         for key, value in values.items():
             may_change = section == "trainer" and key in RESUMABLE_CHANGES
             if key == "num_workers" and new["data"]["streaming"] and not new["data"]["prepared_dir"]:
                 may_change = False  # a resumed stream replays each worker's round-robin share
-            if old.get(section, {}).get(key) != value and not may_change:
+            before = old.get(section, {}).get(key, defaults.get(section, {}).get(key))
+            if before != value and not may_change:
                 raise RunError(f"--resume: {section}.{key} is {value!r} but the run in {where.parent} used "
-                               f"{old.get(section, {}).get(key)!r}; only trainer.{{{', '.join(sorted(RESUMABLE_CHANGES))}}} may change")
+                               f"{before!r}; only trainer.{{{', '.join(sorted(RESUMABLE_CHANGES))}}} may change")
 
 
 # Model settings that fine-tuning (--init-from) may change: regularisation, not the architecture.
