@@ -255,10 +255,12 @@ class PrefixRefeed:
 
 
 class _Prefix:
+    group = 1  # the memory stays one row per decoder row
+
     def __init__(self) -> None:
         self.tokens = None
 
-    def reorder(self, index, same_sources: bool = False) -> None:
+    def reorder(self, index, same_sources: bool = False, group: int = 1) -> None:
         self.tokens = self.tokens.index_select(0, index)
 
 

@@ -29,10 +29,12 @@ def dist(**probs: float) -> list[float]:
 
 
 class ScriptedCache:
+    group = 1  # the memory stays one row per decoder row
+
     def __init__(self) -> None:
         self.prefixes: list[tuple[int, ...]] | None = None
 
-    def reorder(self, index: torch.Tensor, same_sources: bool = False) -> None:
+    def reorder(self, index: torch.Tensor, same_sources: bool = False, group: int = 1) -> None:
         self.prefixes = [self.prefixes[i] for i in index.tolist()]
 
 

@@ -231,3 +231,36 @@ def test_reorder_within_sentences_keeps_the_source_side():
     everything = model.decode(tgt[swap, 2:3], memory[swap], src_mask[swap], caches[0])
     target_side = model.decode(tgt[swap, 2:3], memory, src_mask, caches[1])
     torch.testing.assert_close(everything, target_side)
+
+
+def test_a_cache_grouped_by_source_gives_the_logits_and_attention_of_one_row_per_beam():
+    """reorder(rows, group=K): the K beams of a sentence share its cross-attention keys and values
+    (kept once, per sentence, with the memory's mask per sentence) and attend as K queries of one
+    row; the logits and the recorded attention equal those of a cache with one row per beam, also
+    after sentences finish and beams move (a shrink by sentence)."""
+    model = small_model()
+    k, src = 3, torch.randint(4, 50, (3, 7))
+    src[1, 4:] = PAD_ID  # a padded source: the mask matters per sentence
+    src_mask = make_pad_mask(src)
+    memory = model.encode(src, src_mask)
+    tgt = torch.randint(4, 50, (9, 4))  # per beam its own prefix
+    grouped, per_row = (model.make_cache(record_attention=True, capacity=8) for _ in range(2))
+    for cache in (grouped, per_row):  # the first step: one row per sentence
+        model.decode(tgt[::k, :1], memory, src_mask, cache)
+    beams = torch.arange(3).repeat_interleave(k)  # each sentence's row -> its K beams
+    grouped.reorder(beams, group=k)
+    per_row.reorder(beams)
+    assert grouped.group == k and per_row.group == 1
+    assert grouped.cross_kv[0][0].size(0) == 3 and per_row.cross_kv[0][0].size(0) == 9
+    a = model.decode(tgt[:, 1:2], memory, src_mask, grouped)
+    b = model.decode(tgt[:, 1:2], memory[beams], src_mask[beams], per_row)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    rows = torch.tensor([2, 0, 1, 8, 8, 6])  # sentence 1 finished; beams moved within sentences 0 and 2
+    grouped.reorder(rows, group=k)
+    per_row.reorder(rows)
+    kept = torch.tensor([0, 2])
+    a = model.decode(tgt[rows, 2:3], memory[kept], src_mask[kept], grouped)
+    b = model.decode(tgt[rows, 2:3], memory[beams][rows], src_mask[beams][rows], per_row)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grouped.attention, per_row.attention, atol=1e-6, rtol=1e-5)
+    assert grouped.attention.shape == (6, 3, 7)

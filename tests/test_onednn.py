@@ -24,6 +24,23 @@ def test_packed_linear_computes_the_same_product(bias):
         assert torch.allclose(packed(x[:, :1]), linear(x[:, :1]), atol=1e-5)  # another batch shape, same packing
 
 
+def test_the_feed_forward_relu_runs_inside_the_packed_product():
+    from nmt.models.transformer import FeedForward
+
+    torch.manual_seed(0)
+    ffn = FeedForward(24, 64, activation_dropout=0.0).eval()
+    x = torch.randn(5, 3, 24)
+    with torch.inference_mode():
+        expected = ffn(x)
+        holder = nn.Sequential(ffn)
+        pack_linears(holder)
+        assert ffn.w1.activation == "relu" and ffn.w2.activation == "none"
+        assert torch.allclose(ffn(x), expected, atol=1e-5)
+    swish = FeedForward(24, 64, 0.0, activation="swish")
+    pack_linears(nn.Sequential(swish))
+    assert swish.w1.activation == "none"  # only ReLU is fused
+
+
 def test_packed_linear_keeps_gradients_for_training():
     linear = nn.Linear(8, 4)
     packed = PackedLinear(linear)

@@ -95,7 +95,8 @@ def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions, v
     k = opts.beam_size
     # Phase 1: encode once. The K beams of a sentence start identical: the first step decodes one
     # row per sentence (fan = K decoder rows' worth each), then every sentence gets K rows, so
-    # the first step and the cross-attention keys and values are computed once per sentence.
+    # the first step and the cross-attention keys and values are computed once per sentence (and
+    # kept once per sentence by a cache that can: its K rows then attend to them together).
     src_mask = make_pad_mask(src)  # (B, 1, 1, S)
     memory = model.encode(src, src_mask)  # (B, S, D)
     max_lens = max_output_lengths(model, src_mask, opts.max_len_a, opts.max_len_b)  # (B,)
@@ -155,9 +156,10 @@ def beam_search(model: Seq2Seq[Any], src: torch.Tensor, opts: DecodingOptions, v
             states = [[cand_states[a][j] for j in pick[a].tolist()] for a in keep.nonzero().flatten().tolist()]
         if fan == 1 and bool(keep.all()):  # beams only moved within their sentences: the source side is unchanged
             cache.reorder(rows, same_sources=True)
-        else:
-            memory, src_mask = memory[rows], src_mask[rows]
-            cache.reorder(rows)
+        else:  # a cache may keep the source side once per sentence (its K rows: cache.group == K)
+            cache.reorder(rows, group=k)
+            pick = rows if cache.group == 1 else keep.nonzero().flatten()  # per decoder row, or per sentence
+            memory, src_mask = memory[pick], src_mask[pick]
         fan = 1
     return [_best(hyps, opts.n_best) for hyps in finished]
 

@@ -15,13 +15,18 @@ from nmt.tokenizer import Tokenizer
 
 class IncrementalCache(Protocol):
     """What decoders keep between steps (nmt.models.transformer.DecoderCache, nmt.models.rnn.DecoderCache).
-    Beam search only reorders it; `attention` holds the recorded cross-attention (B, t, S), if asked for."""
+    Beam search only reorders it; `attention` holds the recorded cross-attention (B, t, S), if asked for.
+    `group`: how many consecutive rows share one row of what depends on the source alone; the
+    decoder then wants the memory and its mask with one row per group (1: one per row)."""
 
     attention: torch.Tensor | None
+    group: int
 
-    def reorder(self, index: torch.Tensor, *, same_sources: bool = False) -> None:
+    def reorder(self, index: torch.Tensor, *, same_sources: bool = False, group: int = 1) -> None:
         """Keep rows `index` (B',) of the batch; same_sources: rows moved only among the beams of
-        each sentence, so what depends on the source alone stays as it is."""
+        each sentence, so what depends on the source alone stays as it is. group: the new rows
+        come in groups of that many rows of one source (a cache may then keep the source's state
+        once per group, and says so in `self.group`)."""
 
 
 C = TypeVar("C", bound=IncrementalCache)

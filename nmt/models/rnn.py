@@ -114,10 +114,12 @@ class DecoderCache:
         self.length = 0  # target positions already decoded
         self.attention: torch.Tensor | None = None  # (B, T, S) when record_attention
         self.record_attention = record_attention
+        self.group = 1  # every row keeps its own source state (the keys)
 
-    def reorder(self, index: torch.Tensor, *, same_sources: bool = False) -> None:
+    def reorder(self, index: torch.Tensor, *, same_sources: bool = False, group: int = 1) -> None:
         """Select batch rows: index (B',) of rows of the current batch (beams that survive).
-        same_sources: every row keeps its sentence, so the attention keys (from the source) stay."""
+        same_sources: every row keeps its sentence, so the attention keys (from the source) stay.
+        group: ignored; the keys stay per row (`self.group` 1), and so do the memory and mask."""
         if self.state is not None:
             assert self.feed is not None and self.keys is not None  # set together in init_cache
             self.state = tuple(s.index_select(1, index) for s in self.state)

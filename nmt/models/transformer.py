@@ -90,21 +90,28 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, n, self.n_heads, self.d_head).transpose(1, 2)  # (B, n, D) -> (B, H, n, Dh)
 
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None, memory: torch.Tensor | None = None,
-                past: KV | SelfAttentionCache | None = None, weights: list | None = None) -> tuple[torch.Tensor, KV]:
+                past: KV | SelfAttentionCache | None = None, weights: list | None = None,
+                group: int = 1) -> tuple[torch.Tensor, KV]:
         """x (B, L, D) -> (B, L, D), and the (K, V) it attended to.
 
         Self-attention: K, V of x are appended to `past`, a SelfAttentionCache (incremental decoding).
-        Cross-attention: K, V come from `memory`, or from `past` when already computed.
+        Cross-attention: K, V come from `memory`, or from `past` when already computed. With
+        `group` g > 1, every g consecutive rows of x share one source: K, V (B/g, H, S, Dh) and the
+        mask (B/g, 1, 1, S) are per source, and a source's g rows attend as g*L queries of one
+        row (beam search's K beams of a sentence: its keys are read once, not K times).
         `weights`, if a list, receives the attention weights (B, H, L, S) -- the slow, explicit path
         used only to draw attention heatmaps.
         """
         if self.cross:
             q = self._split_heads(self.q_proj(x))  # (B, H, L, Dh)
             if past is None:
-                k, v = self.kv_proj(memory).chunk(2, dim=-1)  # 2 x (B, S, D)
-                past = (self._split_heads(k), self._split_heads(v))  # 2 x (B, H, S, Dh)
+                k, v = self.kv_proj(memory).chunk(2, dim=-1)  # 2 x (B/g, S, D)
+                past = (self._split_heads(k), self._split_heads(v))  # 2 x (B/g, H, S, Dh)
             assert isinstance(past, tuple)
             k, v = past
+            if group > 1:  # (B, H, L, Dh) -> (B/g, H, g*L, Dh): a source's rows as queries of one row
+                b, h, n, dh = q.shape
+                q = q.reshape(b // group, group, h, n, dh).transpose(1, 2).reshape(b // group, h, group * n, dh)
         else:
             q, k, v = (self._split_heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))  # 3 x (B, H, L, Dh)
             if isinstance(past, SelfAttentionCache):
@@ -113,14 +120,23 @@ class MultiHeadAttention(nn.Module):
         if weights is not None:  # the same as below, written out to keep the weights
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # (B, H, L, S)
             probs = scores.masked_fill(~mask, float("-inf")).softmax(-1) if mask is not None else scores.softmax(-1)
-            weights.append(probs)
+            weights.append(_ungroup(probs, group))
             out = probs @ v  # (B, H, L, Dh)
         else:
             # softmax(Q K^T / sqrt(Dh)) V, masked where mask is False (eq. 1)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, L, Dh)
+        out = _ungroup(out, group)
         b, _, n, _ = out.shape
         out = out.transpose(1, 2).reshape(b, n, self.n_heads * self.d_head)  # (B, L, D)
         return self.out_proj(out), (k, v)
+
+
+def _ungroup(t: torch.Tensor, group: int) -> torch.Tensor:
+    """(B/g, H, g*L, X) of grouped queries -> (B, H, L, X), row by row."""
+    if group == 1:
+        return t
+    a, h, gn, x = t.shape
+    return t.reshape(a, h, group, gn // group, x).transpose(1, 2).reshape(a * group, h, gn // group, x)
 
 
 class FeedForward(nn.Module):
@@ -130,7 +146,7 @@ class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int, activation_dropout: float, activation: str = "relu") -> None:
         super().__init__()
         self.w1, self.w2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
-        self.activation = F.silu if activation == "swish" else F.relu
+        self.activation: Callable[[torch.Tensor], torch.Tensor] = F.silu if activation == "swish" else F.relu
         # Not in the paper's text (its tensor2tensor code has it; fairseq leaves it at 0): dropout on
         # the hidden ReLU, model.activation_dropout.
         self.dropout = nn.Dropout(activation_dropout) if activation_dropout > 0 else nn.Identity()
@@ -186,11 +202,12 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, tgt_mask: torch.Tensor | None,
                 past_self: SelfAttentionCache | None = None, past_cross: KV | None = None,
-                cross_weights: list | None = None) -> tuple[torch.Tensor, KV, KV]:
+                cross_weights: list | None = None, group: int = 1) -> tuple[torch.Tensor, KV, KV]:
+        """group: consecutive rows of x per row of memory and src_mask (MultiHeadAttention)."""
         h, kv_self = self.self_attn(self.res1.pre(x), mask=tgt_mask, past=past_self)
         x = self.res1(x, h)
         h, kv_cross = self.cross_attn(self.res2.pre(x), mask=src_mask, memory=memory, past=past_cross,
-                                      weights=cross_weights)
+                                      weights=cross_weights, group=group)
         x = self.res2(x, h)
         return self.res3(x, self.ffn(self.res3.pre(x))), kv_self, kv_cross
 
@@ -255,7 +272,9 @@ class SelfAttentionCache:
 class DecoderCache:
     """Incremental decoding state: per decoder layer, the self-attention keys/values of all steps
     so far (a SelfAttentionCache, preallocated for `capacity` positions if given) and the
-    cross-attention keys/values of the memory (computed once).
+    cross-attention keys/values of the memory (computed once). The latter are kept once per
+    source: `group` consecutive rows share one (beam search's K beams of a sentence; 1 until
+    `reorder` is asked for groups), and the decoder then takes the memory's mask per source too.
 
     Beam search only ever calls `reorder(index)` to follow the surviving beams.
     """
@@ -263,6 +282,7 @@ class DecoderCache:
     def __init__(self, n_layers: int, *, record_attention: bool = False, capacity: int | None = None) -> None:
         self.self_kv = [SelfAttentionCache(capacity) for _ in range(n_layers)]
         self.cross_kv: list[KV | None] = [None] * n_layers
+        self.group = 1  # consecutive rows per source (per row of cross_kv)
         self.length = 0  # target positions already decoded
         # With record_attention, the last layer's cross-attention (mean over heads) of every
         # decoded position: (B, T, S) -- for attention heatmaps.
@@ -271,15 +291,18 @@ class DecoderCache:
         # With a shortlist: (its ids, the output layer cut to them), made at the first step (output_layer)
         self.output: tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None = None
 
-    def reorder(self, index: torch.Tensor, *, same_sources: bool = False) -> None:
+    def reorder(self, index: torch.Tensor, *, same_sources: bool = False, group: int = 1) -> None:
         """Select batch rows: index (B',) of rows of the current batch (beams that survive).
         same_sources: every row keeps the sentence it had (beams moved among the beams of one
-        sentence), so the cross-attention keys/values, equal for all beams of a sentence, stay."""
-        pick = lambda kv: None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))  # noqa: E731
+        sentence), so the cross-attention keys/values, equal for all beams of a sentence, stay.
+        group: the new rows come in groups of `group` consecutive rows of one source each (the
+        caller's promise), whose keys/values are then kept once, for the group."""
         for layer in self.self_kv:
             layer.reorder(index)
         if not same_sources:
-            self.cross_kv = [pick(kv) for kv in self.cross_kv]
+            sources = index[::group] // self.group  # the source of each new group, in the old per-source rows
+            pick = lambda kv: None if kv is None else (kv[0].index_select(0, sources), kv[1].index_select(0, sources))  # noqa: E731
+            self.cross_kv, self.group = [pick(kv) for kv in self.cross_kv], group
         if self.attention is not None:
             self.attention = self.attention.index_select(0, index)
 
@@ -317,7 +340,7 @@ class Decoder(nn.Module):
             past_self = cache.self_kv[i] if cache else None
             past_cross = cache.cross_kv[i] if cache else None
             record: list[torch.Tensor] | None = [] if cache and cache.record_attention and i == len(self.layers) - 1 else None
-            x, _, kv_cross = layer(x, memory, src_mask, tgt_mask, past_self, past_cross, record)
+            x, _, kv_cross = layer(x, memory, src_mask, tgt_mask, past_self, past_cross, record, cache.group if cache else 1)
             if cache:
                 cache.cross_kv[i] = kv_cross
             if record and cache is not None:
