@@ -17,8 +17,10 @@ batch, after a warm-up batch, each measurement in its own process (bench.py's `d
   Decoding seconds, target tokens/s, BLEU, and the share of outputs identical to the same engine
   and precision without the shortlist (torch fp32 for the torch rows);
 - the whole `nmt-translate` process (start-up included, its default batching) on the Tatoeba test;
-- decoding seconds per sentence against source length (10-token buckets up to 250 tokens, the
-  sources of both test sets), torch fp32 and CTranslate2 fp32: OUT/cost_by_length.png.
+- decoding seconds per sentence against source length (10-token buckets up to 250 tokens, up to
+  32 sentences each: the sources of both test sets first, then runs of 2-12 consecutive WMT22
+  sentences joined into one line, which fill the long buckets the test sets leave nearly empty),
+  torch fp32 and CTranslate2 fp32: OUT/cost_by_length.png.
 
 Writes OUT/results.json and OUT/results.md; docs/performance.md quotes them.
 """
@@ -128,6 +130,10 @@ def main() -> int:
     say("decoding cost against source length")
     lengths_src = out / "lengths.zh"
     lines = [line for prefix in TESTS.values() for line in Path(str(prefix) + ".zh").read_text(encoding="utf-8").splitlines()]
+    # beyond the test sets' longest sentences (few above 110 tokens), up to the model's positions:
+    # runs of 2-12 consecutive WMT22 sentences (its documents' order) joined into one source line
+    wmt = Path(str(TESTS["wmt22"]) + ".zh").read_text(encoding="utf-8").splitlines()
+    lines += ["".join(wmt[i:i + n]) for n in range(2, 13) for i in range(0, len(wmt) - n, n)]
     lengths_src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     report["cost_by_length"] = {name: child(out, "decode", src_file=str(lengths_src), buckets=True, max_len=250,
                                             **modes[name][0])["buckets"]

@@ -4,7 +4,9 @@
 # 2, 4 and 8 step checkpoints, and of the length penalty; then the test split and WMT22 scored once
 # each (WMT22 against reference A, then A and B).
 # Needs ../shared/data; run on an otherwise idle machine (the budget is wall-clock time).
-#   bash scripts/recipe_tatoeba.sh [RUN_DIR]        (default runs/tatoeba_cpu)
+#   bash scripts/recipe_tatoeba.sh [RUN_DIR [--set KEY=VALUE ...]]   (default runs/tatoeba_cpu)
+# Options after RUN_DIR go to nmt-train: `--set trainer.max_time=00:01:30:00` trains the same recipe
+# for 90 minutes (its schedule is in fractions of the budget; scripts/budget_curve.sh).
 # Run again on a finished RUN_DIR, it redoes only the steps after training; on a killed one, it
 # resumes training first.
 set -euo pipefail
@@ -12,15 +14,19 @@ cd "$(dirname "$0")/.."
 [ -d .venv ] || bash scripts/setup.sh
 . .venv/bin/activate
 out=${1:-runs/tatoeba_cpu}
+[ $# -gt 0 ] && shift
 data=../shared/data/tatoeba-cmn
 [ -f "$data/test.zh" ] || { echo "recipe_tatoeba.sh: needs $data (../shared/data beside the project)" >&2; exit 2; }
 if [ ! -f "$out/TRAINED" ]; then
     resume=(); [ -f "$out/checkpoints/last.ckpt" ] && resume=(--resume)
-    nmt-train configs/tatoeba_cpu.yaml --output-dir "$out" --no-test "${resume[@]}"
+    mkdir -p "$out"  # train.log: steps and tokens/s for scripts/plot_budget.py
+    nmt-train configs/tatoeba_cpu.yaml --output-dir "$out" --no-test "${resume[@]}" "$@" 2>&1 | tee -a "$out/train.log"
     touch "$out/TRAINED"
 fi
 candidates=("$out/checkpoints/last.ckpt")
+saved=$(find "$out/checkpoints" -name 'step*.ckpt' | wc -l)
 for n in 2 4 8; do
+    [ "$saved" -ge "$n" ] || continue  # a short budget (or a slow machine) saved fewer step checkpoints
     nmt-average --last "$n" "$out/checkpoints" -o "$out/average$n.ckpt"
     candidates+=("$out/average$n.ckpt")
 done

@@ -96,7 +96,7 @@ def run_variant(args: argparse.Namespace, overrides: list[str], run_dir: Path) -
             "trainer.early_stopping_patience=0", *overrides]
     command = [sys.executable, "-m", "nmt.cli.train", args.config, "--output-dir", str(run_dir), "--no-test"]
     command += [a for s in sets for a in ("--set", s)]
-    log = run_dir.with_suffix(".log")
+    log = run_dir.parent / f"{run_dir.name}.log"  # (not with_suffix: a name like alpha=0.1 has a dot)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with log.open("w", encoding="utf-8") as f:
