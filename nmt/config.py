@@ -61,6 +61,10 @@ class DataConfig:
     num_proc: int = 1  # processes for datasets.map tokenisation (non-streaming)
     max_len: int = 128  # drop training pairs with more subword tokens than this on either side
     max_len_ratio: float = 3.0  # drop training pairs whose token-length ratio exceeds this
+    # Drop training pairs where either side (stripped) matches this Python regular expression as a
+    # whole (re.fullmatch), e.g. "placeholder(-[a-z]\\d+)?" for the untranslated entries of the HSK
+    # sentences; in every data mode and for the tokenizer's training text; valid and test are kept.
+    drop_pattern: str | None = None  # None: no pattern
     max_tokens: int = 4096  # tokens per batch: max(len) * n_sentences, source or target side
     max_sentences: int = 0  # cap on sentences per batch (0 = no cap)
     valid_max_tokens: int = 4096  # tokens per validation batch
@@ -256,6 +260,15 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}.{err.name}: {err}") from None
 
 
+def _regex_error(pattern: str | None) -> str | None:
+    """Why `pattern` is not a valid regular expression (None if it is, or is None)."""
+    try:
+        re.compile(pattern or "")
+    except re.error as err:
+        return f"{pattern!r}: {err}"
+    return None
+
+
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Impossible values fail here, before any data is read."""
     for (section, key), allowed in _CHOICES.items():
@@ -276,6 +289,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         (m.max_positions > d.max_len + 1, f"model.max_positions ({m.max_positions}) must exceed data.max_len + 1 ({d.max_len + 1})"),
         (d.max_len >= 1, f"data.max_len must be >= 1, got {d.max_len}"),
         (d.max_len_ratio >= 1.0, f"data.max_len_ratio must be >= 1, got {d.max_len_ratio}"),
+        (_regex_error(d.drop_pattern) is None, f"data.drop_pattern is not a regular expression: {_regex_error(d.drop_pattern)}"),
         (d.max_tokens > d.max_len + 1, f"data.max_tokens ({d.max_tokens}) must exceed data.max_len + 1 so every pair fits a batch"),
         (d.valid_max_tokens >= 1, "data.valid_max_tokens must be >= 1"),
         (d.src_lang != "" and d.tgt_lang != "", "data.src_lang and data.tgt_lang must be set"),

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -229,15 +230,44 @@ def _encode(batch: dict[str, list], tokenizer: Tokenizer, tags: list[str] | None
     return {"src": src, "tgt": tgt, "src_ids": src_ids, "tgt_ids": tokenizer.encode_tgt(tgt)}
 
 
-def drop_reasons(src_lens: np.ndarray, tgt_lens: np.ndarray, *, max_len: int, max_len_ratio: float) -> np.ndarray:
-    """Per pair '' (kept) or why it is dropped: empty, too_long or ratio (first rule that applies)."""
+def drop_reasons(src_lens: np.ndarray, tgt_lens: np.ndarray, *, max_len: int, max_len_ratio: float,
+                 matched: np.ndarray | None = None) -> np.ndarray:
+    """Per pair '' (kept) or why it is dropped: empty, pattern (`matched`: the pair matched
+    data.drop_pattern), too_long or ratio (first rule that applies)."""
     src_lens, tgt_lens = np.asarray(src_lens, dtype=np.int64), np.asarray(tgt_lens, dtype=np.int64)
     why = np.full(len(src_lens), "", dtype="<U8")
     shorter = np.maximum(np.minimum(src_lens, tgt_lens), 1)
     why[np.maximum(src_lens, tgt_lens) / shorter > max_len_ratio] = "ratio"
     why[(src_lens > max_len) | (tgt_lens > max_len)] = "too_long"
+    if matched is not None:
+        why[np.asarray(matched, dtype=bool)] = "pattern"
     why[(src_lens == 0) | (tgt_lens == 0)] = "empty"
     return why
+
+
+def dropped_by_pattern(pattern: str | None):
+    """A test (src, tgt) -> bool: whether data.drop_pattern drops the pair (either side, stripped,
+    matches it as a whole); None without a pattern."""
+    if not pattern:
+        return None
+    match = re.compile(pattern).fullmatch
+    return lambda src, tgt: match(src.strip()) is not None or match(tgt.strip()) is not None
+
+
+def pattern_matches(pattern: str | None, src: Sequence[str], tgt: Sequence[str]) -> np.ndarray | None:
+    """(N,) bool: the pairs data.drop_pattern drops; None without a pattern."""
+    dropped = dropped_by_pattern(pattern)
+    if dropped is None:
+        return None
+    return np.fromiter((dropped(s, t) for s, t in zip(src, tgt)), dtype=bool, count=len(src))
+
+
+def training_pairs(cfg: DataConfig, *, streaming: bool = False) -> Iterator[dict[str, str]]:
+    """The raw training pairs that data.drop_pattern keeps (what the tokenizer is trained on)."""
+    dropped = dropped_by_pattern(cfg.drop_pattern)
+    for ex in load_raw(cfg, "train", streaming=streaming):
+        if dropped is None or not dropped(ex["src"], ex["tgt"]):
+            yield ex
 
 
 def column_lengths(ds, column: str) -> np.ndarray:
@@ -253,25 +283,28 @@ class CleanStats:
     empty: int = 0
     too_long: int = 0
     ratio: int = 0
+    pattern: int = 0
 
     @property
     def kept(self) -> int:
-        return self.read - self.empty - self.too_long - self.ratio
+        return self.read - self.empty - self.too_long - self.ratio - self.pattern
 
     def add(self, reasons: np.ndarray) -> None:
         self.read += len(reasons)
-        for name in ("empty", "too_long", "ratio"):
+        for name in ("empty", "too_long", "ratio", "pattern"):
             setattr(self, name, getattr(self, name) + int((reasons == name).sum()))
 
     def __str__(self) -> str:
+        matched = f", {self.pattern} matching data.drop_pattern" if self.pattern else ""
         return (f"read {self.read}, kept {self.kept}; dropped {self.empty} empty, "
-                f"{self.too_long} over max_len, {self.ratio} over max_len_ratio")
+                f"{self.too_long} over max_len, {self.ratio} over max_len_ratio{matched}")
 
 
 def encode_and_clean(ds, tokenizer: Tokenizer, cfg: DataConfig, *, max_len: int | None = None,
-                     domain: str | None = None):
+                     domain: str | None = None, drop_pattern: bool = True):
     """Tokenise with `map` (num_proc workers, Arrow-cached) and drop bad pairs, counting them.
-    Domain tags: by corpus (`data.train_tags`, where `ds` has the `corpus` column), else `domain`."""
+    Domain tags: by corpus (`data.train_tags`, where `ds` has the `corpus` column), else `domain`.
+    `drop_pattern`: apply data.drop_pattern (training data; not valid or test)."""
     max_len = cfg.max_len if max_len is None else max_len
     tags = cfg.train_tags if cfg.train_tags and "corpus" in ds.column_names else None
     if tags:
@@ -279,8 +312,9 @@ def encode_and_clean(ds, tokenizer: Tokenizer, cfg: DataConfig, *, max_len: int 
             tokenizer.domain_id(tag)  # an unknown one fails here, once, not in every map worker
     ds = ds.map(partial(_encode, tokenizer=tokenizer, tags=tags, domain=domain), batched=True, batch_size=1000,
                 num_proc=cfg.num_proc if cfg.num_proc > 1 and len(ds) > 10000 else None)
+    matched = pattern_matches(cfg.drop_pattern, ds["src"], ds["tgt"]) if drop_pattern else None
     reasons = drop_reasons(column_lengths(ds, "src_ids"), column_lengths(ds, "tgt_ids"), max_len=max_len,
-                           max_len_ratio=cfg.max_len_ratio)
+                           max_len_ratio=cfg.max_len_ratio, matched=matched)
     stats = CleanStats()
     stats.add(reasons)
     return ds.select(np.flatnonzero(reasons == "")), stats
@@ -643,7 +677,8 @@ class StreamingBatches(torch.utils.data.IterableDataset):
             encoded = _encode(raw, self.tokenizer)
             why = drop_reasons(np.array([len(x) for x in encoded["src_ids"]]),
                                np.array([len(x) for x in encoded["tgt_ids"]]),
-                               max_len=self.cfg.max_len, max_len_ratio=self.cfg.max_len_ratio)
+                               max_len=self.cfg.max_len, max_len_ratio=self.cfg.max_len_ratio,
+                               matched=pattern_matches(self.cfg.drop_pattern, encoded["src"], encoded["tgt"]))
             self.stats.add(why)
             buffer += [{key: encoded[key][i] for key in encoded} for i in np.flatnonzero(why == "")]
             if len(buffer) >= self.cfg.stream_buffer:
@@ -677,7 +712,7 @@ class StreamingBatches(torch.utils.data.IterableDataset):
 PREPARED_FORMAT = 1
 # The settings a prepared directory depends on; a run whose config differs in one of them must not use it.
 PREPARED_DATA_KEYS = ("source", "src_lang", "tgt_lang", "train", "src_field", "tgt_field", "hub_name", "hub_config",
-                      "skip_invalid_utf8", "limit_train", "max_len", "max_len_ratio")
+                      "skip_invalid_utf8", "limit_train", "max_len", "max_len_ratio", "drop_pattern")
 
 
 @dataclass
@@ -710,7 +745,8 @@ def _encoded_rows(shards: list[int], *, cfg: DataConfig, n_readers: int, tokeniz
             encoded = _encode(raw, tokenizer)
             src_ids, tgt_ids = encoded["src_ids"], encoded["tgt_ids"]
             why = drop_reasons(np.array([len(x) for x in src_ids]), np.array([len(x) for x in tgt_ids]),
-                               max_len=cfg.max_len, max_len_ratio=cfg.max_len_ratio)
+                               max_len=cfg.max_len, max_len_ratio=cfg.max_len_ratio,
+                               matched=pattern_matches(cfg.drop_pattern, encoded["src"], encoded["tgt"]))
             stats.add(why)
             for i in np.flatnonzero(why == "").tolist():
                 yield {"src_ids": src_ids[i], "tgt_ids": tgt_ids[i]}
@@ -721,10 +757,13 @@ def _tokenizer_sample(cfg: ExperimentConfig, n_pairs: int) -> tuple[list[str], l
     """A sample of the training pairs for SentencePiece: the stream shuffled (shard order and a
     10k-pair buffer), its first n_pairs. Reads about n_pairs, not the corpus."""
     stream = load_raw(cfg.data, "train", streaming=True).shuffle(seed=cfg.tokenizer.seed, buffer_size=10_000)
+    dropped = dropped_by_pattern(cfg.data.drop_pattern)
     src, tgt = [], []
     for raw in stream.iter(batch_size=1000):
-        src += raw["src"]
-        tgt += raw["tgt"]
+        for s, t in zip(raw["src"], raw["tgt"]):
+            if dropped is None or not dropped(s, t):
+                src.append(s)
+                tgt.append(t)
         if len(src) >= n_pairs:
             break
     return src[:n_pairs], tgt[:n_pairs]
@@ -937,7 +976,7 @@ class TranslationDataModule(L.LightningDataModule):
         # Validation keeps every non-empty pair up to the positional table's length.
         self.valid_ds, self.valid_stats = encode_and_clean(
             load_raw(d, "valid"), self.tokenizer, d, max_len=self.cfg.model.max_positions - 2,
-            domain=self.cfg.decoding.domain or None)
+            domain=self.cfg.decoding.domain or None, drop_pattern=False)
         if len(self.valid_ds) == 0:
             raise DataError(f"no validation pairs left after cleaning ({self.valid_stats})")
 

@@ -9,9 +9,10 @@ import pytest
 from nmt.batching import batch_starts, bucket_order, length_order
 from nmt.config import DataConfig, TokenizerConfig, load_config
 from nmt.data import (DataError, StreamingBatches, TokenBatchSampler, collate, encode_and_clean, hsk_split,
-                      load_raw, make_batches)
+                      load_raw, make_batches, prepare_corpus, training_pairs)
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
 from tests.conftest import ROOT, needs_shared
+from tests.test_cli import TOY
 
 PAIRS = [("你好。", "Hello."), ("谢谢你。", "Thank you."), ("他是老师。", "He is a teacher.")]
 
@@ -313,3 +314,38 @@ def test_subword_sampling_draws_each_segmentation_with_probability_p_to_the_alph
     draws = np.array([seg.drawn(epoch)[1][text] for epoch in range(4000)])
     seen = np.array([(draws == j).mean() for j in cands])
     assert np.abs(seen - expected).max() < 0.03, (seen, expected)
+
+
+def test_drop_pattern_drops_matching_training_pairs_in_every_data_mode(tmp_path, parallel_files):
+    """data.drop_pattern: a pair goes when either side matches as a whole, in memory, streamed,
+    prepared and in the tokenizer's text; validation keeps it."""
+    for split in ("train", "valid"):  # 2 placeholders in English, 1 in Chinese, 1 that only contains the word
+        with open(parallel_files / f"{split}.zh", "a", encoding="utf-8") as zh, \
+                open(parallel_files / f"{split}.en", "a", encoding="utf-8") as en:
+            zh.write("树在风中摆动。\n政府发布了通知。\nplaceholder\n这不是。\n")
+            en.write("placeholder-p1\n placeholder \nIt is not.\nNot a placeholder.\n")
+    pattern = r"placeholder(-[a-z]\d+)?"
+    cfg = load_config(TOY, ["data.source=text", f"data.train={parallel_files / 'train'}",
+                            f"data.valid={parallel_files / 'valid'}", "data.max_tokens=40", "data.stream_buffer=16",
+                            "data.max_len_ratio=10", "data.src_lang=zh", "data.tgt_lang=en", "tokenizer.vocab_size=60",
+                            f"data.drop_pattern={pattern}"])
+    d = cfg.data
+    assert [ex["tgt"] for ex in training_pairs(d)][-1] == "Not a placeholder."
+    assert len(list(training_pairs(d))) == 41  # 40 + 4 - 3
+    tok = train_tokenizer([ex["src"] for ex in training_pairs(d)], [ex["tgt"] for ex in training_pairs(d)],
+                          TokenizerConfig(vocab_size=60))
+
+    kept, stats = encode_and_clean(load_raw(d, "train"), tok, d)  # in memory
+    assert (stats.read, stats.pattern, stats.kept) == (44, 3, 41) and "3 matching data.drop_pattern" in str(stats)
+    assert not {"placeholder-p1", "placeholder", "It is not."} & set(kept["tgt"])
+    valid, valid_stats = encode_and_clean(load_raw(d, "valid"), tok, d, drop_pattern=False)
+    assert valid_stats.kept == 24 and "placeholder-p1" in valid["tgt"]
+
+    stream = StreamingBatches(load_raw(d, "train", streaming=True), tok, d, seed=0, passes=1)  # streamed
+    texts = [t for b in stream for t in b["tgt_text"]]
+    assert len(texts) == 41 and stream.stats.pattern == 3 and "It is not." not in texts
+
+    prepared = prepare_corpus(cfg, tmp_path / "prep", say=lambda _: None)  # prepared (its own tokenizer)
+    assert (prepared.stats.pattern, len(prepared.dataset)) == (3, 41)
+    with pytest.raises(Exception, match="drop_pattern"):
+        load_config(TOY, ["data.drop_pattern=placeholder(("])

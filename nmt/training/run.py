@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from nmt.api import Translator
 from nmt.checkpoint import StoredModel, checkpoint_bytes, load_weights, read_stored_model
 from nmt.config import ExperimentConfig, save_config
-from nmt.data import Prepared, TranslationDataModule, load_raw, open_prepared, prepare_corpus
+from nmt.data import Prepared, TranslationDataModule, load_raw, open_prepared, prepare_corpus, training_pairs
 from nmt.training.checkpoint_io import AtomicCheckpointIO
 from nmt.training.ema import WeightsEMA
 from nmt.evaluation import corpus_scores
@@ -198,9 +198,8 @@ def prepare_tokenizer(cfg: ExperimentConfig, run_dir: Path, init: StoredModel | 
     if not is_rank_zero():
         _wait_for(directory / "DONE", "the tokenizer")
         return Tokenizer.load(directory)
-    raw = load_raw(cfg.data, "train", streaming=cfg.data.streaming)
-    src = (ex["src"] for ex in raw)
-    tgt = (ex["tgt"] for ex in load_raw(cfg.data, "train", streaming=cfg.data.streaming))
+    src = (ex["src"] for ex in training_pairs(cfg.data, streaming=cfg.data.streaming))
+    tgt = (ex["tgt"] for ex in training_pairs(cfg.data, streaming=cfg.data.streaming))
     tokenizer = train_tokenizer(src, tgt, cfg.tokenizer, domains=cfg.data.train_tags)
     tokenizer.save(directory)
     (directory / "DONE").touch()
