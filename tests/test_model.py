@@ -168,6 +168,25 @@ def test_preallocated_cache_decodes_exactly_as_the_growing_one():
     assert pre[1] == growing[1]
 
 
+def test_preallocated_cache_writes_in_place_and_swaps_two_buffers():
+    """Per step no allocation: positions are written into the buffer, following the beams gathers
+    into the second one and the two swap; attention reads the filled positions without a copy."""
+    model = small_model()
+    src = torch.randint(4, 50, (4, 6))
+    src_mask = make_pad_mask(src)
+    memory, cache = model.encode(src, src_mask), model.make_cache(capacity=8)
+    seen = set()
+    with torch.inference_mode():
+        for t in range(6):
+            model.decode(torch.randint(4, 30, (4, 1)), memory, src_mask, cache)
+            layer = cache.self_kv[0]
+            seen.add(layer.k.untyped_storage().data_ptr())
+            k, _ = layer.append(torch.zeros(4, 4, 0, 8), torch.zeros(4, 4, 0, 8))  # zero new positions: a view
+            assert k.shape == (4, 4, t + 1, 8) and k.untyped_storage().data_ptr() == layer.k.untyped_storage().data_ptr()
+            cache.reorder(torch.tensor([1, 0, 3, 3]), same_sources=True)
+    assert len(seen) == 2
+
+
 def test_weights_are_tied_three_ways_with_a_joint_vocabulary():
     model = small_model()
     assert model.src_embed is model.tgt_embed

@@ -215,16 +215,23 @@ class DecoderLayer(nn.Module):
 class SelfAttentionCache:
     """One decoder layer's self-attention keys and values of the positions decoded so far.
 
-    With a `capacity` (positions), they are written in place into preallocated (B, H, capacity, Dh)
-    buffers, and following the beams gathers the filled part into a second pair of buffers: no
-    `torch.cat` and no allocation per step. Without one they grow by concatenation each step (the
-    simple form; both give the same outputs, tested). A step beyond the capacity doubles it."""
+    With a `capacity` (positions), they are written in place into preallocated buffers laid out
+    time-major, (capacity, rows, H, Dh): the filled positions are one contiguous block, so
+    following the beams is one contiguous gather (index_select over the rows) into a second
+    buffer, and attention reads them as a (rows, H, length, Dh) view without a copy. No
+    `torch.cat` and no allocation per step; a step beyond the capacity doubles it. Without a
+    capacity they grow by concatenation each step (the simple form; both give the same outputs,
+    tested)."""
 
     def __init__(self, capacity: int | None = None) -> None:
         self.capacity, self.length, self.rows = capacity, 0, 0
-        self.k: torch.Tensor | None = None  # (rows or more, H, capacity or length, Dh)
+        # growing: (rows, H, length, Dh); preallocated: (capacity, rows, H, Dh), rows filled up to length
+        self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
-        self._spare: KV | None = None  # the buffers `reorder` gathers into
+        # preallocated: the flat storage of k and of v (capacity * rows * H * Dh or more each), and a
+        # second pair that `reorder` gathers into; the two pairs swap roles at each reorder
+        self._store: KV | None = None
+        self._spare: KV | None = None
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> KV:
         """k, v (B, H, t, Dh) of the new positions -> those of every position so far (B, H, length + t, Dh)."""
@@ -232,21 +239,27 @@ class SelfAttentionCache:
         if self.capacity is None:
             self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
             self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-        else:
-            if self.k is None or self.length + t > self.k.size(2) or b > self.k.size(0):
-                self._grow(k, max(self.capacity, 2 * self.length, self.length + t))
-            assert self.k is not None and self.v is not None
-            self.k[:b, :, self.length:self.length + t] = k
-            self.v[:b, :, self.length:self.length + t] = v
+            self.length, self.rows = self.length + t, b
+            return self.k, self.v
+        if self.k is None or self.length + t > self.k.size(0) or b != self.k.size(1):
+            self._grow(k, max(self.capacity, 2 * self.length, self.length + t))
+        assert self.k is not None and self.v is not None
+        new = slice(self.length, self.length + t)
+        self.k[new], self.v[new] = k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3)  # (t, B, H, Dh)
         self.length, self.rows = self.length + t, b
-        return self.k[:b, :, :self.length], self.v[:b, :, :self.length]
+        return self.k[: self.length].permute(1, 2, 0, 3), self.v[: self.length].permute(1, 2, 0, 3)
 
     def _grow(self, like: torch.Tensor, capacity: int) -> None:
+        """New buffers of `capacity` positions for the rows of `like` (B, H, t, Dh), the filled
+        positions copied over (at the first step, or when a row count or the length outgrows them)."""
         b, h, _, dh = like.shape
-        k, v = like.new_empty(b, h, capacity, dh), like.new_empty(b, h, capacity, dh)
-        if self.k is not None and self.v is not None:
-            k[:, :, :self.length], v[:, :, :self.length] = self.k[:b, :, :self.length], self.v[:b, :, :self.length]
-        self.k, self.v, self._spare, self.capacity = k, v, None, capacity
+        store = (like.new_empty(capacity * b * h * dh), like.new_empty(capacity * b * h * dh))
+        k, v = (flat.view(capacity, b, h, dh) for flat in store)
+        if self.k is not None and self.v is not None and self.length:
+            if self.k.size(1) != b:
+                raise ValueError(f"{b} rows where the cache holds {self.k.size(1)}: reorder it first")
+            k[: self.length], v[: self.length] = self.k[: self.length], self.v[: self.length]
+        self.k, self.v, self.capacity, self._store = k, v, capacity, store
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` (B',) of the batch."""
@@ -256,17 +269,19 @@ class SelfAttentionCache:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
             self.rows = len(index)
             return
-        n, filled = len(index), slice(0, self.length)
-        if self._spare is None or self._spare[0].size(0) < n:
-            shape = (max(n, self.k.size(0)), *self.k.shape[1:])
-            self._spare = (self.k.new_empty(shape), self.v.new_empty(shape))
-        k, v = self._spare
+        n, (cap, _, h, dh) = len(index), self.k.shape
+        size = cap * n * h * dh
+        if self._spare is None or self._spare[0].numel() < size:
+            self._spare = (self.k.new_empty(size), self.v.new_empty(size))
+        k, v = (flat[:size].view(cap, n, h, dh) for flat in self._spare)  # contiguous for any n
         for old, new in ((self.k, k), (self.v, v)):
+            filled = old[: self.length]  # (length, rows, H, Dh): one contiguous block
             if old.requires_grad:  # out= cannot record a gradient
-                new[:n, :, filled] = old[:self.rows, :, filled].index_select(0, index)
+                new[: self.length] = filled.index_select(1, index)
             else:  # decoding: gathered straight into the spare buffer
-                torch.index_select(old[:self.rows, :, filled], 0, index, out=new[:n, :, filled])
-        self._spare, (self.k, self.v), self.rows = (self.k, self.v), (k, v), n
+                torch.index_select(filled, 1, index, out=new[: self.length])
+        self._store, self._spare = self._spare, self._store
+        self.k, self.v, self.rows = k, v, n
 
 
 class DecoderCache:
