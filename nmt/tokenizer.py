@@ -60,6 +60,11 @@ NORMALIZERS: dict[str, Callable[[], Callable[[str], str]]] = {
 }
 
 
+def _normalized(texts: list[str], normalize: Callable[[str], str] | None) -> list[str]:
+    """`texts` through one side's normalisation steps (unchanged without any)."""
+    return [normalize(t) for t in texts] if normalize else texts
+
+
 def make_normalizer(steps: Iterable[str]) -> Callable[[str], str] | None:
     """The composition of the named steps, or None for no steps."""
     fns = []
@@ -147,7 +152,7 @@ class Tokenizer:
 
     def encode_src(self, texts: list[str], domain: str | None = None) -> list[list[int]]:
         """Source ids; with `domain`, each non-empty source starts with its tag (domain_id)."""
-        ids = self._encode(self._src, [self.normalize_src(t) for t in texts] if self._norm_src else texts, self._index)
+        ids = self._encode(self._src, _normalized(texts, self._norm_src), self._index)
         if domain:
             tag = self.domain_id(domain)
             ids = [[tag, *row] if row else row for row in ids]
@@ -170,18 +175,15 @@ class Tokenizer:
         return self._index[piece] if self._index is not None else self._src.piece_to_id(piece)
 
     def encode_tgt(self, texts: list[str]) -> list[list[int]]:
-        return self._encode(self._tgt, [self.normalize_tgt(t) for t in texts] if self._norm_tgt else texts,
-                            self._tgt_index)
+        return self._encode(self._tgt, _normalized(texts, self._norm_tgt), self._tgt_index)
 
     def nbest_src(self, texts: list[str], n: int) -> NBest:
         """The (up to) n best segmentations of each text, best first: the candidates of subword
         sampling (unigram models only; no domain tag)."""
-        return self._nbest(self._src, [self.normalize_src(t) for t in texts] if self._norm_src else texts, n,
-                           self._index)
+        return self._nbest(self._src, _normalized(texts, self._norm_src), n, self._index)
 
     def nbest_tgt(self, texts: list[str], n: int) -> NBest:
-        return self._nbest(self._tgt, [self.normalize_tgt(t) for t in texts] if self._norm_tgt else texts, n,
-                           self._tgt_index)
+        return self._nbest(self._tgt, _normalized(texts, self._norm_tgt), n, self._tgt_index)
 
     def _nbest(self, model: spm.SentencePieceProcessor, texts: list[str], n: int, index: dict[str, int] | None,
                chunk: int = 4096) -> NBest:
