@@ -304,10 +304,15 @@ def decode(spec: dict) -> dict:
     Optional: `options` (more DecodingOptions, e.g. shortlist), `uncached` / `growing_cache`
     (reference caches), `compiled` (torch.compile'd decoder step; the warm-up's seconds, which
     include compiling, are reported), `workers` (batches in parallel, one thread each), `onednn`
-    (False: torch's own nn.Linear instead of the oneDNN-packed one), `dtype` (bfloat16: the model cast)."""
+    (False: torch's own nn.Linear instead of the oneDNN-packed one), `dtype` (bfloat16: the model cast),
+    `threads` (torch's intra-op threads)."""
+    import torch
+
     from nmt.api import Translator
 
     engine = spec["engine"]
+    if spec.get("threads"):  # torch's intra-op threads (CTranslate2: `workers` sets its threads)
+        torch.set_num_threads(spec["threads"])
     translator = Translator.from_checkpoint(spec["model"], engine=engine, int8=spec.get("int8", False),
                                             max_sentences=BATCH, max_tokens=10**9, workers=spec.get("workers"),
                                             onednn=spec.get("onednn"), dtype=spec.get("dtype", "float32"))

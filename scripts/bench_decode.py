@@ -49,7 +49,8 @@ def main() -> int:
     p.add_argument("--k", type=int, default=50, help="nmt-shortlist --k")
     p.add_argument("--frequent", type=int, default=100, help="nmt-shortlist --frequent")
     p.add_argument("--quick", action="store_true",
-                   help="only torch fp32 and CTranslate2 fp32/int8 on both test sets (to compare models)")
+                   help="only torch fp32 (2 threads, growing cache, 2 workers, 1 thread) and CTranslate2 fp32 (its "
+                        "default 2 workers, 1 thread) and int8, on both test sets")
     args = p.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -80,14 +81,17 @@ def main() -> int:
         "torch fp32, shortlist": (dict(engine="torch", model=str(ckpt), **short), "torch fp32"),
         "torch fp32, 2 workers x 1 thread": (dict(engine="torch", model=str(ckpt), workers=2), "torch fp32"),
         "torch fp32, shortlist, 2 workers": (dict(engine="torch", model=str(ckpt), workers=2, **short), "torch fp32"),
+        "torch fp32, 1 thread": (dict(engine="torch", model=str(ckpt), threads=1), "torch fp32"),
         "torch int8": (dict(engine="torch", model=str(ckpt), int8=True), "torch fp32"),
         "ctranslate2 fp32": (dict(engine="ctranslate2", model=ct2), "ctranslate2 fp32"),
+        "ctranslate2 fp32, 1 thread": (dict(engine="ctranslate2", model=ct2, workers=1), "ctranslate2 fp32"),
         "ctranslate2 fp32, shortlist": (dict(engine="ctranslate2", model=ct2, **short), "ctranslate2 fp32"),
         "ctranslate2 int8": (dict(engine="ctranslate2", model=ct2, int8=True), "ctranslate2 int8"),
         "ctranslate2 int8, shortlist": (dict(engine="ctranslate2", model=ct2, int8=True, **short), "ctranslate2 int8"),
     }
     if args.quick:
-        modes = {name: modes[name] for name in ("torch fp32", "torch fp32, MKL linear (no oneDNN)", "ctranslate2 fp32",
+        modes = {name: modes[name] for name in ("torch fp32", "torch fp32, growing cache", "torch fp32, 2 workers x 1 thread",
+                                                "torch fp32, 1 thread", "ctranslate2 fp32", "ctranslate2 fp32, 1 thread",
                                                 "ctranslate2 int8")}
     # the compiled steps run 2-3x slower than eager on Tatoeba (docs/performance.md): not repeated on WMT22
     tatoeba_only = {"torch fp32, compiled step", "torch fp32, compiled step, frozen weights"}
@@ -110,6 +114,8 @@ def main() -> int:
 
     if args.quick:
         (out / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False).replace(str(ROOT) + "/", "") + "\n")
+        (out / "results.md").write_text(markdown(report), encoding="utf-8")
+        say(f"\n{markdown(report)}")
         return 0
     say("nmt-translate, the whole process, on the Tatoeba test")
     cli = {}
@@ -160,8 +166,9 @@ def markdown(r: dict) -> str:
             lines.append(f"| {name} | {d['seconds']:.2f} | {d['target_tokens_per_s']:,.0f} | {d['seconds'] / ct2:.2f}x | "
                          f"{100 * d['identical']:.1f}% {d['identical_to']} | {d['bleu']} |")
         lines.append("")
-    lines += ["| nmt-translate, Tatoeba test, whole process | seconds | peak RSS (MB) |", "|---|---:|---:|"]
-    lines += [f"| {name} | {c['seconds']:.2f} | {c['peak_rss_mb']} |" for name, c in r["nmt_translate"].items()]
+    if "nmt_translate" in r:  # not with --quick
+        lines += ["| nmt-translate, Tatoeba test, whole process | seconds | peak RSS (MB) |", "|---|---:|---:|"]
+        lines += [f"| {name} | {c['seconds']:.2f} | {c['peak_rss_mb']} |" for name, c in r["nmt_translate"].items()]
     sig = r["decoding"]["tatoeba"]["torch fp32"]["signature"]
     lines += ["", f"BLEU signature: `{sig}`", ""]
     return "\n".join(lines)
