@@ -369,7 +369,7 @@ def quality_data(args, out: Path, recipe: bool) -> tuple[object, Path, dict]:
     config's zh_hans source normalisation and max_len/max_len_ratio filter; usual: the anchor's plain
     unigram 8,000 without either); pieces of train, valid, Tatoeba test and WMT22."""
     from nmt.config import load_config
-    from nmt.data import drop_reasons, load_raw
+    from nmt.data import drop_reasons, load_raw, training_pairs
     from nmt.tokenizer import Tokenizer, train_tokenizer
 
     cfg = load_config(ROOT / "configs" / "tatoeba_cpu.yaml")
@@ -388,14 +388,15 @@ def quality_data(args, out: Path, recipe: bool) -> tuple[object, Path, dict]:
     shutil.rmtree(data, ignore_errors=True)
     (data / "pieces").mkdir(parents=True)
     with _cwd(ROOT):  # the config's paths are relative to the project root
-        raw = load_raw(cfg.data, "train")
-        src, tgt = [s.strip() for s in raw["src"]], [t.strip() for t in raw["tgt"]]
+        read = len(load_raw(cfg.data, "train"))
+        kept = list(training_pairs(cfg.data))  # without the pairs data.drop_pattern drops, as nmt trains
+        src, tgt = [ex["src"].strip() for ex in kept], [ex["tgt"].strip() for ex in kept]
     say(f"== SentencePiece: nmt.tokenizer.train_tokenizer, {tok_cfg.type} {tok_cfg.vocab_size} joint, "
         f"src_normalize {tok_cfg.src_normalize or 'none'}, on {len(src)} pairs of {', '.join(settings['train'])}")
     tokenizer = train_tokenizer(src, tgt, tok_cfg)
     tokenizer.save(data / "spm")
     src_ids, tgt_ids = tokenizer.encode_src(src), tokenizer.encode_tgt(tgt)
-    stats = {"train_pairs_read": len(src)}
+    stats = {"train_pairs_read": read, "dropped_by_pattern": read - len(src)}
     if recipe:  # nmt's cleaning: drop empty, longer than max_len pieces, or length ratio above max_len_ratio
         why = drop_reasons([len(x) for x in src_ids], [len(x) for x in tgt_ids], max_len=cfg.data.max_len,
                            max_len_ratio=cfg.data.max_len_ratio)
