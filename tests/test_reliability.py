@@ -312,8 +312,9 @@ def test_sigkill_at_random_moments_resumes_to_the_weights_of_an_uninterrupted_ru
     resumed = subprocess.run([*plain, TOY, "--output-dir", str(killed), *args, "--resume"], capture_output=True,
                              text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert not list(ckpts.glob(".*tmp*")), "a temporary checkpoint file was left behind"
-    assert sorted(p.name for p in ckpts.iterdir()) == sorted(p.name for p in (straight / "checkpoints").iterdir())
+    assert not list(ckpts.glob(".*tmp*")), f"seed {seed}: a temporary checkpoint file was left behind"
+    assert sorted(p.name for p in ckpts.iterdir()) == sorted(p.name for p in (straight / "checkpoints").iterdir()), \
+        f"seed {seed}"  # rerun with NMT_KILL_SEED
     a, b = _weights(straight / "checkpoints" / "last.ckpt"), _weights(last)
     assert a["step"] == b["step"] == 100
     for name in a:
