@@ -224,7 +224,7 @@ class SelfAttentionCache:
     tested)."""
 
     def __init__(self, capacity: int | None = None) -> None:
-        self.capacity, self.length, self.rows = capacity, 0, 0
+        self.capacity, self.length = capacity, 0
         # growing: (rows, H, length, Dh); preallocated: (capacity, rows, H, Dh), rows filled up to length
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
@@ -239,14 +239,14 @@ class SelfAttentionCache:
         if self.capacity is None:
             self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
             self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-            self.length, self.rows = self.length + t, b
+            self.length += t
             return self.k, self.v
         if self.k is None or self.length + t > self.k.size(0) or b != self.k.size(1):
             self._grow(k, max(self.capacity, 2 * self.length, self.length + t))
         assert self.k is not None and self.v is not None
         new = slice(self.length, self.length + t)
         self.k[new], self.v[new] = k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3)  # (t, B, H, Dh)
-        self.length, self.rows = self.length + t, b
+        self.length += t
         return self.k[: self.length].permute(1, 2, 0, 3), self.v[: self.length].permute(1, 2, 0, 3)
 
     def _grow(self, like: torch.Tensor, capacity: int) -> None:
@@ -267,7 +267,6 @@ class SelfAttentionCache:
             return
         if self.capacity is None:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
-            self.rows = len(index)
             return
         n, (cap, _, h, dh) = len(index), self.k.shape
         size = cap * n * h * dh
@@ -281,7 +280,7 @@ class SelfAttentionCache:
             else:  # decoding: gathered straight into the spare buffer
                 torch.index_select(filled, 1, index, out=new[: self.length])
         self._store, self._spare = self._spare, self._store
-        self.k, self.v, self.rows = k, v, n
+        self.k, self.v = k, v
 
 
 class DecoderCache:
