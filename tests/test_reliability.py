@@ -322,16 +322,58 @@ def test_sigkill_at_random_moments_resumes_to_the_weights_of_an_uninterrupted_ru
             f"seed {seed}: {name} differs from the uninterrupted run"
 
 
-def test_a_run_stopped_at_an_epoch_end_resumes_to_the_same_weights(tmp_path):
-    """A checkpoint written at the last batch of an epoch (here by trainer.max_epochs=2) resumes
-    with the dropout masks of an uninterrupted run: the next epoch's loader must not draw from
-    the random state that LastCheckpoint restores (without its own generator it does, before the
-    restore, and every weight after that epoch end differs)."""
+class _Killed(BaseException):
+    """Stands in for a SIGKILL in this process: no handler of nmt's catches it."""
+
+
+def test_a_run_killed_in_a_validation_resumes_to_redo_that_validation(tmp_path, monkeypatch):
+    """Lightning resumes from a checkpoint written at the end of a batch as if that batch's
+    validation had already run, so last.ckpt must never be written between a batch and its
+    validation. Here a save is due after every batch (a clock that jumps 10 s per reading) and
+    the run dies inside the validation at step 20: resumed, it validates at step 20 again and
+    ends with the checkpoints and weights of an uninterrupted run."""
+    from nmt.training import module, run
+
+    clock = iter(range(0, 10**6, 10))
+    monkeypatch.setattr(run.LastCheckpoint, "elapsed", lambda self: float(next(clock)))
+    base = [TOY, "--no-test", "--set", "model.dropout=0.1", "--set", "trainer.max_steps=30",
+            "--set", "trainer.checkpoint_every=00:00:00:01", *[a for kv in QUICK for a in ("--set", kv)]]
+    assert train_cli.main([*base, "--output-dir", str(tmp_path / "straight")]) == 0
+    validation_step = module.TranslationModule.validation_step
+
+    def dies_at_step_20(self, batch, batch_idx):
+        if self.trainer.global_step == 20:
+            raise _Killed()
+        return validation_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(module.TranslationModule, "validation_step", dies_at_step_20)
+    with pytest.raises(_Killed):
+        train_cli.main([*base, "--output-dir", str(tmp_path / "killed")])
+    ckpts = tmp_path / "killed" / "checkpoints"
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 19  # the save at 20 waited
+    monkeypatch.setattr(module.TranslationModule, "validation_step", validation_step)
+    assert train_cli.main([*base, "--output-dir", str(tmp_path / "killed"), "--resume"]) == 0
+    names = sorted(p.name for p in (tmp_path / "straight" / "checkpoints").iterdir())
+    assert names[0].startswith("best-step20-") and sorted(p.name for p in ckpts.iterdir()) == names
+    a, b = _weights(tmp_path / "straight" / "checkpoints" / "last.ckpt"), _weights(ckpts / "last.ckpt")
+    assert a["step"] == b["step"] == 30
+    for name in a:
+        assert torch.equal(torch.as_tensor(a[name]), torch.as_tensor(b[name])), name
+
+
+def test_a_run_stopped_at_two_epoch_ends_resumes_to_the_same_weights(tmp_path):
+    """A checkpoint written at the last batch of an epoch (here by trainer.max_epochs=1, then 2)
+    resumes with the batches and dropout masks of an uninterrupted run, twice in a row. The next
+    epoch's loader must not draw from the random state that LastCheckpoint restores (without its
+    own generator it does, before the restore), and the resumed run must count the epoch it
+    starts (Lightning does not: the second resume then replayed the second epoch's batches)."""
     base = [TOY, "--no-test", "--set", "model.dropout=0.1", "--set", "trainer.max_steps=-1",
             *[a for kv in QUICK for a in ("--set", kv)]]
     assert train_cli.main([*base, "--output-dir", str(tmp_path / "straight"), "--set", "trainer.max_epochs=3"]) == 0
-    assert train_cli.main([*base, "--output-dir", str(tmp_path / "split"), "--set", "trainer.max_epochs=2"]) == 0
-    assert train_cli.main([*base, "--output-dir", str(tmp_path / "split"), "--set", "trainer.max_epochs=3", "--resume"]) == 0
+    assert train_cli.main([*base, "--output-dir", str(tmp_path / "split"), "--set", "trainer.max_epochs=1"]) == 0
+    for epochs in (2, 3):
+        assert train_cli.main([*base, "--output-dir", str(tmp_path / "split"), "--set", f"trainer.max_epochs={epochs}",
+                               "--resume"]) == 0
     a, b = _weights(tmp_path / "straight" / "checkpoints" / "last.ckpt"), _weights(tmp_path / "split" / "checkpoints" / "last.ckpt")
     assert a["step"] == b["step"] > 0
     for name in a:

@@ -215,15 +215,29 @@ class ProgressBar(TQDMProgressBar):
         return metrics
 
 
+def _validation_follows(trainer: L.Trainer) -> bool:
+    """Whether Lightning validates right after the batch that just ended (asked with its own rule).
+
+    A resumable checkpoint must not be written between such a batch and its validation: Lightning
+    resumes from it as from a batch whose validation is done and skips it (lightning 2.6,
+    `_TrainingEpochLoop.advance`), so a kill in between lost that validation, its best checkpoint
+    and its early-stopping count. LastCheckpoint saves after the validation instead.
+    """
+    loop = trainer.fit_loop
+    return trainer.enable_validation and loop._data_fetcher is not None \
+        and loop.epoch_loop._should_check_val_fx(loop._data_fetcher)
+
+
 class LastCheckpoint(Checkpoint):
     """The run's one resumable checkpoint, checkpoints/last.ckpt (weights, optimizer, schedule,
     batch position, elapsed time), and the time limit `trainer.max_time`.
 
     Written at the end of a training batch: every `trainer.checkpoint_every` of wall-clock time
-    (a kill loses at most that much), at the final batch, and after each validation (so it also
-    holds the best-checkpoint bookkeeping). Saving at the end of a batch resumes exactly; a
-    checkpoint written in `on_train_end` would mark the epoch as finished and break the resumed
-    batch order. The time limit lives here (instead of Lightning's Timer, which runs after this
+    (a kill loses at most that much, plus a validation), at the final batch, and after each
+    validation (so it also holds the best-checkpoint bookkeeping); a save due at a batch that a
+    validation follows waits for the validation's end. Saving at the end of a batch resumes
+    exactly; a checkpoint written in `on_train_end` would mark the epoch as finished and break the
+    resumed batch order. The time limit lives here (instead of Lightning's Timer, which runs after this
     callback) so the final batch is known when it ends; training time spent before a resume
     counts towards it. Under several processes rank 0's clock decides for all of them, so every
     rank stops and saves at the same step (trainer.save_checkpoint is collective).
@@ -245,6 +259,16 @@ class LastCheckpoint(Checkpoint):
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self._start
 
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        # Lightning 2.6, resumed from a checkpoint written at the last batch of an epoch, starts the
+        # next epoch without counting it as started (FitLoop.on_advance_start skips that after a
+        # "mid-epoch" restart). A checkpoint written later in that epoch then resumed into the
+        # previous epoch's batch order. Count it as an uninterrupted run does.
+        epochs = trainer.fit_loop.epoch_progress
+        if epochs.current.started == epochs.current.processed:
+            epochs.increment_ready()
+            epochs.increment_started()
+
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         # Decide only at the end of an optimizer step: with trainer.accumulate_grad_batches a
         # checkpoint between two accumulated batches would lose the gradients gathered so far.
@@ -259,7 +283,8 @@ class LastCheckpoint(Checkpoint):
             trainer.should_stop = True
         final = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step or (
             trainer.is_last_batch and 0 < (trainer.max_epochs or 0) <= trainer.current_epoch + 1)
-        if final or (self.every is not None and elapsed - self._saved_at >= self.every):
+        if (final or (self.every is not None and elapsed - self._saved_at >= self.every)) \
+                and not _validation_follows(trainer):
             self._save(trainer, elapsed)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
