@@ -25,6 +25,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loops.progress import _ProcessedTracker
 
 from nmt.api import Translator
 from nmt.checkpoint import StoredModel, checkpoint_bytes, load_weights, read_stored_model
@@ -265,7 +266,8 @@ class LastCheckpoint(Checkpoint):
         # "mid-epoch" restart). A checkpoint written later in that epoch then resumed into the
         # previous epoch's batch order. Count it as an uninterrupted run does.
         epochs = trainer.fit_loop.epoch_progress
-        if epochs.current.started == epochs.current.processed:
+        current = epochs.current
+        if isinstance(current, _ProcessedTracker) and current.started == current.processed:
             epochs.increment_ready()
             epochs.increment_started()
 
