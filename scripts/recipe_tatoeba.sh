@@ -9,6 +9,10 @@
 # for 90 minutes (its schedule is in fractions of the budget; scripts/budget_curve.sh).
 # Run again on a finished RUN_DIR, it redoes only the steps after training; on a killed one, it
 # resumes training first.
+# The same recipe for other data (scripts/domain_table.sh): CONFIG=other.yaml (default
+# configs/tatoeba_cpu.yaml), DEV="PREFIX ..." the valid split(s) the choices are made on (several
+# are concatenated; default the Tatoeba valid split), SCORE=0 to stop after the choice (the last
+# line of RUN_DIR/tuning/choice.log: CHECKPOINT ALPHA) without scoring the Tatoeba test and WMT22.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d .venv ] || bash scripts/setup.sh
@@ -17,10 +21,15 @@ out=${1:-runs/tatoeba_cpu}
 [ $# -gt 0 ] && shift
 data=../shared/data/tatoeba-cmn
 [ -f "$data/test.zh" ] || { echo "recipe_tatoeba.sh: needs $data (../shared/data beside the project)" >&2; exit 2; }
+config=${CONFIG:-configs/tatoeba_cpu.yaml}
+read -r -a dev <<< "${DEV:-$data/valid}"
+for prefix in "${dev[@]}"; do
+    [ -f "$prefix.zh" ] && [ -f "$prefix.en" ] || { echo "recipe_tatoeba.sh: DEV: no $prefix.zh and $prefix.en" >&2; exit 2; }
+done
 if [ ! -f "$out/TRAINED" ]; then
     resume=(); [ -f "$out/checkpoints/last.ckpt" ] && resume=(--resume)
     mkdir -p "$out"  # train.log: steps and tokens/s for scripts/plot_budget.py
-    nmt-train configs/tatoeba_cpu.yaml --output-dir "$out" --no-test "${resume[@]}" "$@" 2>&1 | tee -a "$out/train.log"
+    nmt-train "$config" --output-dir "$out" --no-test "${resume[@]}" "$@" 2>&1 | tee -a "$out/train.log"
     touch "$out/TRAINED"
 fi
 candidates=("$out/checkpoints/last.ckpt")
@@ -30,13 +39,20 @@ for n in 2 4 8; do
     nmt-average --last "$n" "$out/checkpoints" -o "$out/average$n.ckpt"
     candidates+=("$out/average$n.ckpt")
 done
-echo "valid split: the checkpoint, then the length penalty"
+echo "valid split: the checkpoint, then the length penalty (${dev[*]})"
 mkdir -p "$out/tuning"
+if [ ${#dev[@]} -eq 1 ]; then dev_zh=${dev[0]}.zh; dev_en=${dev[0]}.en
+else  # several valid splits: one development set of all of them
+    dev_zh=$out/tuning/dev.zh; dev_en=$out/tuning/dev.en
+    for prefix in "${dev[@]}"; do cat "$prefix.zh"; done > "$dev_zh"
+    for prefix in "${dev[@]}"; do cat "$prefix.en"; done > "$dev_en"
+fi
 # tee to a file, not to /dev/stderr: reopening /dev/stderr truncates a log that stderr is redirected
 # to (`> recipe.log 2>&1`), and the shell then writes on at its old offset behind a hole of NUL bytes
-python scripts/tune_decoding.py "${candidates[@]}" --src "$data/valid.zh" --ref "$data/valid.en" \
+python scripts/tune_decoding.py "${candidates[@]}" --src "$dev_zh" --ref "$dev_en" \
     --out "$out/tuning" | tee "$out/tuning/choice.log"
 read -r best alpha < <(tail -n 1 "$out/tuning/choice.log")
+[ "${SCORE:-1}" = 0 ] && exit 0
 echo "test split: $best, beam 5, alpha $alpha (both chosen on valid)"
 nmt-evaluate --checkpoint "$best" --src-file "$data/test.zh" --ref-file "$data/test.en" \
     --alpha "$alpha" --output-dir "$out/test"
