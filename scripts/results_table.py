@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from nmt.provenance import environment
 
     alphas = {k: float(v) for k, v in (a.split("=", 1) for a in args.alpha)}
-    results: dict = {"command": " ".join(["python", "scripts/results_table.py", *(argv or sys.argv[1:])]),
+    results: dict = {"command": shlex.join(["python", "scripts/results_table.py", *(argv or sys.argv[1:])]),
                      "environment": environment(), "test_sets": {}, "models": {}, "wmt22_systems": {}}
     sets = {name: (read_lines(DATA / src), [read_lines(DATA / r) for r in refs], note)
             for name, (src, refs, note) in chosen.items()}

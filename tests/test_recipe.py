@@ -1,11 +1,16 @@
-"""Loss and learning-rate schedule: the paper's formulas, checked against hand computations."""
+"""Loss and learning-rate schedule: the paper's formulas, checked against hand computations; the recipe script."""
 
+import json
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import ROOT, needs_shared
 from nmt.tokenizer import PAD_ID
 from nmt.training.loss import label_smoothed_nll
 from nmt.training.schedule import budget_progress, inverse_sqrt_lr, linear_lr, noam_lr
@@ -204,3 +209,33 @@ def test_bf16_mixed_training_on_the_cpu_multiplies_in_bfloat16_and_keeps_float32
     assert len(losses) >= 30 and sum(losses[-5:]) < 0.8 * sum(losses[:5])
     state = read_stored_model(run.run_dir / "checkpoints" / "last.ckpt").state
     assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
+
+
+def _recipe(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "scripts" / "recipe_tatoeba.sh"), *args], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=600)
+
+
+def test_the_recipe_on_other_data_chooses_on_all_its_valid_splits_and_can_stop_before_scoring(tmp_path, parallel_files):
+    """scripts/domain_table.sh runs the recipe on other corpora: CONFIG, DEV (several valid splits are
+    one development set) and SCORE=0 (stop after the choice, the last line of tuning/choice.log)."""
+    needs_shared("tatoeba-cmn", "test.zh")  # the script checks for the recipe's data first
+    p = parallel_files
+    env = {"CONFIG": str(ROOT / "configs" / "toy_reverse.yaml"), "DEV": f"{p / 'valid'} {p / 'test'}", "SCORE": "0"}
+    sets = ["data.source=text", f"data.train={p / 'train'}", f"data.valid={p / 'valid'}", "data.test=null",
+            "data.src_lang=zh", "data.tgt_lang=en", "tokenizer.vocab_size=60", "trainer.max_steps=6",
+            "trainer.val_check_interval=6", "trainer.save_every_n_steps=2", "trainer.keep_last_checkpoints=8"]
+    run_dir = tmp_path / "run"
+    proc = _recipe(env, str(run_dir), *(a for s in sets for a in ("--set", s)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dev = (run_dir / "tuning" / "dev.zh").read_text(encoding="utf-8").splitlines()
+    valid = (p / "valid.zh").read_text(encoding="utf-8").splitlines()
+    assert dev == valid + (p / "test.zh").read_text(encoding="utf-8").splitlines()
+    assert json.loads((run_dir / "tuning" / "tuning.json").read_text(encoding="utf-8"))["sentences"] == len(dev)
+    best, alpha = (run_dir / "tuning" / "choice.log").read_text(encoding="utf-8").splitlines()[-1].split()
+    assert Path(best).is_file() and float(alpha) >= 0
+    assert not (run_dir / "test").exists()  # SCORE=0: neither the Tatoeba test nor WMT22 scored
+
+    bad = _recipe({**env, "DEV": f"{p / 'valid'} {p / 'missing'}"}, str(tmp_path / "bad"))
+    assert bad.returncode == 2 and f"DEV: no {p / 'missing'}.zh" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()  # refused before training
