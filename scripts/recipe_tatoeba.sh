@@ -44,8 +44,9 @@ mkdir -p "$out/tuning"
 if [ ${#dev[@]} -eq 1 ]; then dev_zh=${dev[0]}.zh; dev_en=${dev[0]}.en
 else  # several valid splits: one development set of all of them
     dev_zh=$out/tuning/dev.zh; dev_en=$out/tuning/dev.en
-    for prefix in "${dev[@]}"; do cat "$prefix.zh"; done > "$dev_zh"
-    for prefix in "${dev[@]}"; do cat "$prefix.en"; done > "$dev_en"
+    for lang in zh en; do
+        for prefix in "${dev[@]}"; do cat "$prefix.$lang"; done > "$out/tuning/dev.$lang"
+    done
 fi
 # tee to a file, not to /dev/stderr: reopening /dev/stderr truncates a log that stderr is redirected
 # to (`> recipe.log 2>&1`), and the shell then writes on at its old offset behind a hole of NUL bytes
