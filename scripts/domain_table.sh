@@ -4,6 +4,8 @@
 # length penalty chosen on its own valid split) on other training data:
 #   all         configs/all_domains_cpu.yaml: Tatoeba + HSK + captions + microblogs + subtitles,
 #               chosen on the valid splits of Tatoeba, captions and microblogs together
+#   all-90min   the same for 90 minutes: the three single-domain models' budgets together, the
+#               like-for-like compute (its schedule scales with the budget)
 #   captions    ../shared/data/mmt-3am-zhen/train alone, chosen on its valid split
 #   microblogs  ../shared/data/microtopia-zhen/train alone, chosen on its valid split
 #   tatoeba     the recipe itself (Tatoeba + HSK); TATOEBA_RUN=DIR takes a finished recipe run instead
@@ -11,15 +13,17 @@
 # microblogs, IWSLT17 TED, WMT22, FLORES. Writes OUT/table/results.json and, with --write-docs as the
 # second argument, the domain table of docs/results.md.
 #   bash scripts/domain_table.sh [OUT [--write-docs]]     (default runs/domains)
-# About 2 hours on 2 CPU cores (three or four 30-minute trainings). Run on an otherwise idle machine;
+# About 3.5 hours on 2 CPU cores (three or four 30-minute trainings and one of 90 minutes). Run on an otherwise idle machine;
 # a killed run resumes (run the same command again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/domains}
 d=../shared/data
 [ -f "$d/mmt-3am-zhen/train.zh" ] || { echo "domain_table.sh: needs $d (../shared/data beside the project)" >&2; exit 2; }
-CONFIG=configs/all_domains_cpu.yaml DEV="$d/tatoeba-cmn/valid $d/mmt-3am-zhen/valid $d/microtopia-zhen/valid" \
-    SCORE=0 bash scripts/recipe_tatoeba.sh "$out/all"
+all_dev="$d/tatoeba-cmn/valid $d/mmt-3am-zhen/valid $d/microtopia-zhen/valid"
+CONFIG=configs/all_domains_cpu.yaml DEV="$all_dev" SCORE=0 bash scripts/recipe_tatoeba.sh "$out/all"
+CONFIG=configs/all_domains_cpu.yaml DEV="$all_dev" SCORE=0 bash scripts/recipe_tatoeba.sh "$out/all90" \
+    --set trainer.max_time=00:01:30:00
 for domain in captions=mmt-3am-zhen microblogs=microtopia-zhen; do
     name=${domain%=*}; corpus=$d/${domain#*=}
     DEV="$corpus/valid" SCORE=0 bash scripts/recipe_tatoeba.sh "$out/$name" \
@@ -29,7 +33,7 @@ tatoeba=${TATOEBA_RUN:-$out/tatoeba}
 [ -n "${TATOEBA_RUN:-}" ] || SCORE=0 bash scripts/recipe_tatoeba.sh "$tatoeba"
 . .venv/bin/activate
 models=(); alphas=()
-for run in all="$out/all" tatoeba="$tatoeba" captions="$out/captions" microblogs="$out/microblogs"; do
+for run in all="$out/all" all-90min="$out/all90" tatoeba="$tatoeba" captions="$out/captions" microblogs="$out/microblogs"; do
     read -r best alpha < <(tail -n 1 "${run#*=}/tuning/choice.log")
     models+=(--model "${run%%=*}=$best"); alphas+=(--alpha "${run%%=*}=$alpha")
 done
