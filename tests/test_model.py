@@ -108,6 +108,36 @@ def test_attention_equals_a_plain_reference_computation():
     torch.testing.assert_close(out, attn.out_proj(ref), atol=1e-5, rtol=1e-5)
 
 
+def test_training_in_bfloat16_on_the_cpu_attends_in_float32(monkeypatch):
+    """bf16-mixed training on a CPU: the attention kernel gets float32 (its bfloat16 backward is 7x
+    slower, nmt.models.transformer.attend), hands bfloat16 on, and gives the float32 result of the
+    bfloat16 inputs; without gradients (decoding) it stays in bfloat16."""
+    import torch.nn.functional as F
+
+    from nmt.models import transformer
+
+    seen: list[torch.dtype] = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        seen.append(q.dtype)
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 5, 8).bfloat16().requires_grad_() for _ in range(3))
+    mask = make_pad_mask(torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, PAD_ID, PAD_ID]]))  # (2, 1, 1, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = transformer.attend(q, k, v, mask)
+        out.float().sum().backward()
+        with torch.no_grad():
+            transformer.attend(q, k, v, mask)
+    assert seen == [torch.float32, torch.bfloat16] and out.dtype == torch.bfloat16
+    assert q.grad is not None and q.grad.dtype == torch.bfloat16
+    ref = sdpa(q.detach().float(), k.detach().float(), v.detach().float(), attn_mask=mask)
+    assert torch.equal(out.detach(), ref.bfloat16())
+
+
 @pytest.mark.parametrize("capacity", [None, 5, 2])  # growing; preallocated; preallocated too small: grows
 def test_cached_step_by_step_logits_equal_the_full_forward_pass(capacity):
     model = small_model()

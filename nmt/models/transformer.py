@@ -123,12 +123,26 @@ class MultiHeadAttention(nn.Module):
             weights.append(_ungroup(probs, group))
             out = probs @ v  # (B, H, L, Dh)
         else:
-            # softmax(Q K^T / sqrt(Dh)) V, masked where mask is False (eq. 1)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, L, Dh)
+            out = attend(q, k, v, mask, dropout)  # (B, H, L, Dh)
         out = _ungroup(out, group)
         b, _, n, _ = out.shape
         out = out.transpose(1, 2).reshape(b, n, self.n_heads * self.d_head)  # (B, L, D)
         return self.out_proj(out), (k, v)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+           dropout: float = 0.0) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(Dh)) V, masked where mask is False (eq. 1): q (B, H, L, Dh), k and v
+    (B, H, S, Dh), mask broadcastable to (B, H, L, S) -> (B, H, L, Dh).
+
+    Training on a CPU in bfloat16 (trainer.precision bf16-mixed) attends in float32: torch's CPU
+    attention kernel is 7x slower backwards in bfloat16 than in float32 (torch 2.13; 30 against 4
+    ms at a 2,048-token batch, docs/performance.md), and as slow as the whole step's products."""
+    if q.device.type == "cpu" and torch.is_grad_enabled() and (q.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")):
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout)
+        return out.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
 
 def _ungroup(t: torch.Tensor, group: int) -> torch.Tensor:
