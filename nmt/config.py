@@ -137,6 +137,10 @@ class OptimConfig:
     label_smoothing: float = 0.1  # epsilon_ls of the paper (section 5.4)
 
 
+# trainer.precision: Lightning's names (lightning.fabric.connector) and auto (nmt/training/precision.py)
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "auto")
+
+
 @dataclass
 class TrainerConfig:
     """Lightning Trainer settings and the run's bookkeeping."""
@@ -151,7 +155,7 @@ class TrainerConfig:
     devices: str = "auto"  # number of devices, a list like "0,1", or auto
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
-    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed | auto (bf16-mixed where the CPU or GPU has bfloat16, nmt/training/precision.py)
     accumulate_grad_batches: int = 1  # batches per optimizer step
     gradient_clip_val: float = 0.0  # clip the gradient norm to this (0: off)
     val_check_interval: int = 1000  # validate every N training batches (counted across epochs)
@@ -314,6 +318,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         (t.max_nonfinite_steps >= 0, "trainer.max_nonfinite_steps must be >= 0"),
         (t.save_every_n_steps >= 0 and t.keep_last_checkpoints >= 1, "trainer.save_every_n_steps must be >= 0 and keep_last_checkpoints >= 1"),
         (0.0 <= t.ema_decay < 1.0, f"trainer.ema_decay must be in [0, 1), got {t.ema_decay}"),
+        (str(t.precision) in PRECISIONS, f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}"),
         (t.val_bleu_sentences >= 0 and t.early_stopping_patience >= 0, "trainer.val_bleu_sentences and early_stopping_patience must be >= 0"),
     ]
     for ok, message in checks:

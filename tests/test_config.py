@@ -45,6 +45,7 @@ def test_base_config_is_the_papers_base_model():
     ({"trainer": {"max_steps": -1, "max_epochs": -1}}, "set at least one of trainer.max_steps"),
     ({"trainer": {"max_time": "10 minutes", "max_steps": 5}}, "trainer.max_time must look like DD:HH:MM:SS"),
     ({"trainer": {"ema_decay": 1.0}}, r"trainer.ema_decay must be in \[0, 1\), got 1.0"),
+    ({"trainer": {"precision": "bf17"}}, r"trainer.precision must be one of 32-true, .*auto, got .bf17."),
     ({"data": {"source": "text", "train": ["a", "b"], "train_weights": [1]}},
      r"data.train_weights: 1 weight\(s\) for 2 data.train"),
     ({"data": {"source": "text", "train": ["a", "b"], "train_weights": [1, -0.5]}}, "data.train_weights must be >= 0"),

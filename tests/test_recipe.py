@@ -211,6 +211,29 @@ def test_bf16_mixed_training_on_the_cpu_multiplies_in_bfloat16_and_keeps_float32
     assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
 
 
+def test_precision_auto_is_bf16_mixed_only_where_the_cpu_has_bfloat16_instructions(tmp_path):
+    """trainer.precision=auto (the Tatoeba recipe's): bf16-mixed on a CPU that lists AVX512-BF16 or
+    AMX, float32 on one without (bfloat16 would be emulated there) or where the flags are unknown;
+    Lightning's own names pass unchanged, and the trainer gets the resolved name."""
+    from nmt.config import load_config
+    from nmt.training.precision import resolve_precision
+    from nmt.training.run import build_trainer
+
+    from tests.conftest import ROOT
+
+    cpus = {"avx512": "fpu sse avx2 avx512f avx512bw", "zen4": "fpu avx512f avx512_bf16", "xeon": "avx512f amx_bf16 amx_tile"}
+    for name, flags in cpus.items():
+        (tmp_path / name).write_text("".join(f"processor\t: {i}\nflags\t\t: {flags}\n\n" for i in range(2)))
+    assert resolve_precision("auto", "cpu", tmp_path / "avx512") == "32-true"
+    assert resolve_precision("auto", "cpu", tmp_path / "zen4") == "bf16-mixed"
+    assert resolve_precision("auto", "cpu", tmp_path / "xeon") == "bf16-mixed"
+    assert resolve_precision("auto", "cpu", tmp_path / "missing") == "32-true"
+    assert resolve_precision("32-true", "cpu", tmp_path / "xeon") == "32-true"
+    assert resolve_precision("16-mixed", "cpu", tmp_path / "avx512") == "16-mixed"
+    cfg = load_config(ROOT / "configs" / "toy_reverse.yaml", ["trainer.precision=auto", "trainer.accelerator=cpu"])
+    assert build_trainer(cfg, tmp_path / "run").precision == resolve_precision("auto", "cpu")
+
+
 def _recipe(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(ROOT / "scripts" / "recipe_tatoeba.sh"), *args], capture_output=True,
                           text=True, env={**os.environ, **env}, timeout=600)

@@ -38,6 +38,7 @@ from nmt.models import count_parameters, describe_model
 from nmt.provenance import environment
 from nmt.tokenizer import Tokenizer, train_tokenizer
 from nmt.training.module import TranslationModule
+from nmt.training.precision import resolve_precision
 from nmt.training.schedule import seconds
 
 
@@ -430,7 +431,7 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False,
         return L.Trainer(
             default_root_dir=run_dir, max_steps=t.max_steps, max_epochs=t.max_epochs,
             accelerator=t.accelerator, devices=devices, num_nodes=t.num_nodes, strategy=t.strategy,
-            precision=t.precision,  # type: ignore[arg-type]  # a str: Lightning checks the name
+            precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]  # Lightning checks the name
             accumulate_grad_batches=t.accumulate_grad_batches,
             gradient_clip_val=t.gradient_clip_val or None, val_check_interval=t.val_check_interval,
             check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, callbacks=callbacks,
@@ -562,7 +563,8 @@ def _print_start_summary(cfg, data, module, trainer, run_dir, n_batches) -> None
     say(f"  tokenizer  sentencepiece {cfg.tokenizer.type}, vocabulary {vocab}")
     say(f"  model      {count_parameters(module.model):,} parameters: {describe_model(m)}")
     say(f"  device     {trainer.accelerator.__class__.__name__.replace('Accelerator', '')} x{trainer.num_devices}, "
-        f"{trainer.num_nodes} node(s), precision {cfg.trainer.precision}, torch threads {torch.get_num_threads()}")
+        f"{trainer.num_nodes} node(s), precision {trainer.precision}{' (auto)' if cfg.trainer.precision == 'auto' else ''}, "
+        f"torch threads {torch.get_num_threads()}")
     say("=" * 78)
 
 
