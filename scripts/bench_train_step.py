@@ -1,0 +1,108 @@
+"""One training step of the Tatoeba recipe's model in float32 and in bf16-mixed, and what the float32
+attention under bf16-mixed buys (nmt.models.transformer.attend). Not a test: nothing asserts a time.
+
+    python scripts/bench_train_step.py [--steps 20] [--threads 2] [--out runs/bench_train_step]
+
+The model of configs/tatoeba_cpu.yaml (3+3 layers, d_model 256, d_ff 1,024, 4 heads, separate
+4,000-piece vocabularies, dropout 0.1) in training mode; each step is the recipe's: forward with
+the output layer on non-pad positions only, label-smoothed loss (0.2), backward, fused Adam. The
+batches are the same random token ids for every row: 40 batches of about 2,048 target tokens,
+lengths drawn from 6 to 30 with ragged padding (the first 3 are warm-up). Rows:
+- float32 (trainer.precision 32-true);
+- bf16-mixed, attention in float32 (what training does);
+- bf16-mixed, attention in bfloat16 (torch's CPU attention kernel as autocast gives it: the
+  behaviour before commit eb9abd5).
+Writes OUT/results.json and prints a table; docs/performance.md quotes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from nmt.config import ModelConfig
+from nmt.masks import make_pad_mask
+from nmt.models import transformer
+from nmt.models.transformer import Transformer
+from nmt.provenance import environment
+from nmt.training.loss import label_smoothed_nll
+
+
+def batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """n batches (src (B, L), tgt (B, L+1) with BOS first) of about 2,048 target tokens, ragged."""
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        length = rng.randint(6, 30)
+        rows = 2048 // length
+        src = torch.randint(4, 4000, (rows, length), generator=gen)
+        tgt = torch.randint(4, 4000, (rows, length + 1), generator=gen)
+        for r in range(rows):
+            keep = rng.randint(max(1, length - 5), length)
+            src[r, keep:] = 0
+            tgt[r, keep + 1:] = 0
+        out.append((src, tgt))
+    return out
+
+
+def run(mode: str, data: list[tuple[torch.Tensor, torch.Tensor]], warm_up: int) -> dict:
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=256, n_heads=4, d_ff=1024, n_encoder_layers=3, n_decoder_layers=3, dropout=0.1,
+                      norm_first=False, tie_embeddings=True, max_positions=256)
+    model = Transformer(cfg, src_vocab_size=4000, tgt_vocab_size=4000, shared_vocab=False).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+    bf16 = mode != "float32"
+    attend = transformer.attend
+    if mode == "bf16-mixed, attention in bfloat16":  # the kernel as autocast hands it over
+        transformer.attend = lambda q, k, v, mask, dropout=0.0: F.scaled_dot_product_attention(  # type: ignore[assignment]
+            q, k, v, attn_mask=mask, dropout_p=dropout)
+    try:
+        tokens, start = 0, 0.0
+        for i, (src, tgt) in enumerate(data):
+            if i == warm_up:
+                tokens, start = 0, time.perf_counter()
+            keep = tgt[:, 1:] != 0
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(src, make_pad_mask(src), tgt[:, :-1], keep=keep)
+                loss, _, n = label_smoothed_nll(logits, tgt[:, 1:][keep], 0.2)
+            (loss / n).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens += int(n)
+        seconds = time.perf_counter() - start
+    finally:
+        transformer.attend = attend
+    steps = len(data) - warm_up
+    return {"mode": mode, "steps": steps, "ms_per_step": round(seconds / steps * 1000, 1),
+            "target_tokens_per_s": round(tokens / seconds)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=37, help="timed steps (after 3 warm-up steps)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_train_step"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = batches(args.steps + 3)
+    rows = [run(mode, data, 3) for mode in ("float32", "bf16-mixed, attention in float32",
+                                            "bf16-mixed, attention in bfloat16")]
+    base = rows[0]["target_tokens_per_s"]
+    print("| training step | ms per step | target tokens/s | vs float32 |\n|---|---:|---:|---:|")
+    for r in rows:
+        r["vs_float32"] = round(r["target_tokens_per_s"] / base, 2)
+        print(f"| {r['mode']} | {r['ms_per_step']} | {r['target_tokens_per_s']:,} | {r['vs_float32']}x |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"rows": rows, "threads": args.threads,
+                                                        "environment": environment()}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
