@@ -12,7 +12,12 @@ lengths drawn from 6 to 30 with ragged padding (the first 3 are warm-up). Rows:
 - bf16-mixed, attention in float32 (what training does);
 - bf16-mixed, attention in bfloat16 (torch's CPU attention kernel as autocast gives it: the
   behaviour before commit eb9abd5).
-Writes OUT/results.json and prints a table; docs/performance.md quotes it.
+Then the kernels behind the difference, each on its own (2 threads, mean of 50 calls after 3):
+a 2,048x256 by 256x1,024 product (GFLOP/s), one layer's attention forward and backward at
+160 rows x 4 heads x 13 positions x 64, and dropout (p 0.1) forward and backward on 2,048x256
+(nn.Dropout's `bernoulli_` mask against a `torch.rand(...) >= p` mask), each in float32 and bfloat16.
+With --profile, the share of the bf16-mixed step's time by operator (torch.profiler, 5 steps).
+Writes OUT/results.json and prints the tables; docs/performance.md quotes them.
 """
 
 from __future__ import annotations
@@ -84,11 +89,52 @@ def run(mode: str, data: list[tuple[torch.Tensor, torch.Tensor]], warm_up: int) 
             "target_tokens_per_s": round(tokens / seconds)}
 
 
+def mean_ms(fn, calls: int = 50) -> float:
+    for _ in range(3):
+        fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1000
+
+
+def kernels() -> list[dict]:
+    out = []
+    for dtype in (torch.float32, torch.bfloat16):
+        a, w = torch.randn(2048, 256, dtype=dtype), torch.randn(1024, 256, dtype=dtype)
+        ms = mean_ms(lambda: F.linear(a, w), 200)
+        out.append({"kernel": "product 2048x256 @ 256x1024", "dtype": str(dtype), "ms": round(ms, 3),
+                    "gflop_per_s": round(2 * 2048 * 256 * 1024 / ms / 1e6)})
+        q, k, v = (torch.randn(160, 4, 13, 64, dtype=dtype, requires_grad=True) for _ in range(3))
+        grad = torch.randn(160, 4, 13, 64, dtype=dtype)
+        ms = mean_ms(lambda: F.scaled_dot_product_attention(q, k, v).backward(grad))
+        out.append({"kernel": "attention forward + backward, 160x4x13x64", "dtype": str(dtype), "ms": round(ms, 3)})
+        x = torch.randn(2048, 256, dtype=dtype, requires_grad=True)
+        g = torch.randn(2048, 256, dtype=dtype)
+        ms = mean_ms(lambda: F.dropout(x, 0.1, True).backward(g))
+        out.append({"kernel": "dropout forward + backward, bernoulli_ mask (nn.Dropout)", "dtype": str(dtype), "ms": round(ms, 3)})
+        ms = mean_ms(lambda: (x * ((torch.rand(x.shape) >= 0.1).to(dtype) / 0.9)).backward(g))
+        out.append({"kernel": "dropout forward + backward, rand >= p mask", "dtype": str(dtype), "ms": round(ms, 3)})
+    return out
+
+
+def profile_bf16(data: list[tuple[torch.Tensor, torch.Tensor]]) -> list[dict]:
+    from torch.profiler import profile
+
+    with profile() as prof:
+        run("bf16-mixed, attention in float32", data[:8], 3)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
+    return [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in top]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=37, help="timed steps (after 3 warm-up steps)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/bench_train_step"))
+    ap.add_argument("--profile", action="store_true", help="also the bf16-mixed step's time by operator")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = batches(args.steps + 3)
@@ -99,9 +145,18 @@ def main() -> None:
     for r in rows:
         r["vs_float32"] = round(r["target_tokens_per_s"] / base, 2)
         print(f"| {r['mode']} | {r['ms_per_step']} | {r['target_tokens_per_s']:,} | {r['vs_float32']}x |")
+    kernel_rows = kernels()
+    print("\n| kernel | dtype | ms | GFLOP/s |\n|---|---|---:|---:|")
+    for r in kernel_rows:
+        print(f"| {r['kernel']} | {r['dtype'].replace('torch.', '')} | {r['ms']} | {r.get('gflop_per_s', '')} |")
+    report = {"rows": rows, "kernels": kernel_rows, "threads": args.threads, "environment": environment()}
+    if args.profile:
+        report["bf16_step_by_operator"] = profile_bf16(data)
+        print("\n| operator (bf16-mixed step) | share of time | calls |\n|---|---:|---:|")
+        for r in report["bf16_step_by_operator"]:
+            print(f"| {r['op']} | {r['share']:.1%} | {r['calls']} |")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"rows": rows, "threads": args.threads,
-                                                        "environment": environment()}, indent=2) + "\n")
+    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
