@@ -136,8 +136,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     (B, H, S, Dh), mask broadcastable to (B, H, L, S) -> (B, H, L, Dh).
 
     Training on a CPU in bfloat16 (trainer.precision bf16-mixed) attends in float32: torch's CPU
-    attention kernel is 7x slower backwards in bfloat16 than in float32 (torch 2.13; 30 against 4
-    ms at a 2,048-token batch, docs/performance.md), and as slow as the whole step's products."""
+    attention kernel is 10x slower in bfloat16 than in float32 (torch 2.13; 35 against 3.3 ms for
+    one layer forward and backward at a 2,048-token batch, scripts/bench_train_step.py), which
+    undid the gain of the bfloat16 products (docs/performance.md)."""
     if q.device.type == "cpu" and torch.is_grad_enabled() and (q.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")):
         with torch.autocast("cpu", enabled=False):
             out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout)

@@ -2,8 +2,8 @@
 natively, float32 elsewhere.
 
 On a CPU with bfloat16 instructions (AVX512-BF16, AMX) bf16-mixed trains the Tatoeba recipe's model
-with 1.2x the tokens per second of float32 and scored higher on its valid split in the same 30
-minutes (docs/results.md); on a CPU without them bfloat16 is emulated and slower, so "auto" keeps
+with 1.14-1.20x the tokens per second of float32 and scored higher on its valid and test splits in
+the same 30 minutes (docs/results.md); on a CPU without them bfloat16 is emulated and slower, so "auto" keeps
 float32 there. On GPUs, bf16-mixed where torch reports bfloat16 support (Ampere or newer).
 """
 
