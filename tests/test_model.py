@@ -109,7 +109,7 @@ def test_attention_equals_a_plain_reference_computation():
 
 
 def test_training_in_bfloat16_on_the_cpu_attends_in_float32(monkeypatch):
-    """bf16-mixed training on a CPU: the attention kernel gets float32 (its bfloat16 backward is 7x
+    """bf16-mixed training on a CPU: the attention kernel gets float32 (in bfloat16 it is 10x
     slower, nmt.models.transformer.attend), hands bfloat16 on, and gives the float32 result of the
     bfloat16 inputs; without gradients (decoding) it stays in bfloat16."""
     import torch.nn.functional as F
