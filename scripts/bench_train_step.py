@@ -31,12 +31,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nmt.config import ModelConfig
+from nmt.config import load_config
 from nmt.masks import make_pad_mask
 from nmt.models import transformer
 from nmt.models.transformer import Transformer
 from nmt.provenance import environment
 from nmt.training.loss import label_smoothed_nll
+
+RECIPE = Path(__file__).resolve().parent.parent / "configs" / "tatoeba_cpu.yaml"
 
 
 def batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -59,9 +61,9 @@ def batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def run(mode: str, data: list[tuple[torch.Tensor, torch.Tensor]], warm_up: int) -> dict:
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=256, n_heads=4, d_ff=1024, n_encoder_layers=3, n_decoder_layers=3, dropout=0.1,
-                      norm_first=False, tie_embeddings=True, max_positions=256)
-    model = Transformer(cfg, src_vocab_size=4000, tgt_vocab_size=4000, shared_vocab=False).train()
+    cfg = load_config(RECIPE)  # the recipe's model and vocabulary sizes, read from its config
+    model = Transformer(cfg.model, src_vocab_size=cfg.tokenizer.vocab_size, tgt_vocab_size=cfg.tokenizer.vocab_size,
+                        shared_vocab=cfg.tokenizer.joint).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
     bf16 = mode != "float32"
     attend = transformer.attend
@@ -76,7 +78,7 @@ def run(mode: str, data: list[tuple[torch.Tensor, torch.Tensor]], warm_up: int) 
             keep = tgt[:, 1:] != 0
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(src, make_pad_mask(src), tgt[:, :-1], keep=keep)
-                loss, _, n = label_smoothed_nll(logits, tgt[:, 1:][keep], 0.2)
+                loss, _, n = label_smoothed_nll(logits, tgt[:, 1:][keep], cfg.optim.label_smoothing)
             (loss / n).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
