@@ -11,8 +11,9 @@
 # resumes training first.
 # The same recipe for other data (scripts/domain_table.sh): CONFIG=other.yaml (default
 # configs/tatoeba_cpu.yaml), DEV="PREFIX ..." the valid split(s) the choices are made on (several
-# are concatenated; default the Tatoeba valid split), SCORE=0 to stop after the choice (the last
-# line of RUN_DIR/tuning/choice.log: CHECKPOINT ALPHA) without scoring the Tatoeba test and WMT22.
+# are concatenated; default the Tatoeba valid split; PREFIX=TAG decodes a split with the domain tag
+# TAG, for a model trained with data.train_tags), SCORE=0 to stop after the choice (the last line of
+# RUN_DIR/tuning/choice.log: CHECKPOINT ALPHA) without scoring the Tatoeba test and WMT22.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d .venv ] || bash scripts/setup.sh
@@ -22,9 +23,12 @@ out=${1:-runs/tatoeba_cpu}
 data=../shared/data/tatoeba-cmn
 [ -f "$data/test.zh" ] || { echo "recipe_tatoeba.sh: needs $data (../shared/data beside the project)" >&2; exit 2; }
 config=${CONFIG:-configs/tatoeba_cpu.yaml}
-read -r -a dev <<< "${DEV:-$data/valid}"
-for prefix in "${dev[@]}"; do
+read -r -a dev_specs <<< "${DEV:-$data/valid}"
+dev=(); tags=(); tagged=0  # PREFIX=TAG: the split's prefix and its domain tag ("" without one)
+for spec in "${dev_specs[@]}"; do
+    prefix=${spec%%=*}; tag=""; [ "$spec" = "$prefix" ] || { tag=${spec#*=}; tagged=1; }
     [ -f "$prefix.zh" ] && [ -f "$prefix.en" ] || { echo "recipe_tatoeba.sh: DEV: no $prefix.zh and $prefix.en" >&2; exit 2; }
+    dev+=("$prefix"); tags+=("$tag")
 done
 if [ ! -f "$out/TRAINED" ]; then
     resume=(); [ -f "$out/checkpoints/last.ckpt" ] && resume=(--resume)
@@ -48,10 +52,15 @@ else  # several valid splits: one development set of all of them
         for prefix in "${dev[@]}"; do cat "$prefix.$lang"; done > "$out/tuning/dev.$lang"
     done
 fi
+domains=()  # with tags: each development source's domain, one per line
+if [ "$tagged" = 1 ]; then
+    for i in "${!dev[@]}"; do awk -v tag="${tags[$i]}" '{ print tag }' "${dev[$i]}.zh"; done > "$out/tuning/dev.domains"
+    domains=(--domains "$out/tuning/dev.domains")
+fi
 # tee to a file, not to /dev/stderr: reopening /dev/stderr truncates a log that stderr is redirected
 # to (`> recipe.log 2>&1`), and the shell then writes on at its old offset behind a hole of NUL bytes
 python scripts/tune_decoding.py "${candidates[@]}" --src "$dev_zh" --ref "$dev_en" \
-    --out "$out/tuning" | tee "$out/tuning/choice.log"
+    "${domains[@]}" --out "$out/tuning" | tee "$out/tuning/choice.log"
 read -r best alpha < <(tail -n 1 "$out/tuning/choice.log")
 [ "${SCORE:-1}" = 0 ] && exit 0
 echo "test split: $best, beam 5, alpha $alpha (both chosen on valid)"

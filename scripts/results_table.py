@@ -44,6 +44,10 @@ SETS = {  # name: (source, references, note)
     "microblogs valid": ("microtopia-zhen/valid.zh", ["microtopia-zhen/valid.en"], "1,250 pairs"),
 }
 DEFAULT_SETS = ["Tatoeba test", "WMT22 general", "NTREX-128", "TED (WMT21 MQM)"]
+# the domain tag (data.train_tags, configs/all_domains_cpu.yaml's names) a --tagged model decodes a set with;
+# sets of other domains, and sets whose tag the model lacks, are decoded untagged
+SET_DOMAINS = {"Tatoeba test": "tatoeba", "Tatoeba valid": "tatoeba", "captions test": "captions",
+               "captions valid": "captions", "microblogs test": "microblogs", "microblogs valid": "microblogs"}
 WMT22_SYSTEMS = DATA / "wmt22-generaltest2022-zhen" / "system-outputs"
 
 
@@ -51,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", required=True, metavar="NAME=CKPT", help="a model to score (repeatable)")
     p.add_argument("--alpha", action="append", default=[], metavar="NAME=VALUE", help="GNMT length penalty of a model")
+    p.add_argument("--tagged", action="append", default=[], metavar="NAME",
+                   help="a model trained with domain tags: each set decoded with its domain's tag (SET_DOMAINS)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "results", help="hypotheses and results.json")
     p.add_argument("--reuse", action="store_true", help="keep hypotheses already written for a model and set")
     p.add_argument("--set", dest="sets", action="append", choices=list(SETS), metavar="NAME",
@@ -114,13 +120,19 @@ def main(argv: list[str] | None = None) -> int:
         translator = None
         for set_name, (src, refs, _) in sets.items():
             out = args.runs / name / f"{slug(set_name)}.hyp.en"
+            domain = SET_DOMAINS.get(set_name, "") if name in args.tagged else None
             if args.reuse and out.is_file():
                 hyps, seconds = read_lines(out), None
             else:
                 translator = translator or Translator.from_checkpoint(checkpoint)
-                print(f"[{name}] beam 5, alpha {alpha:g}: {set_name} ({len(src)} sentences)", flush=True)
+                if domain is not None and domain not in translator.domains:
+                    domain = ""  # untagged, like the untagged corpora of its training data
+                print(f"[{name}] beam 5, alpha {alpha:g}{f', domain {domain}' if domain else ''}: {set_name} "
+                      f"({len(src)} sentences)", flush=True)
                 t0 = time.perf_counter()
-                hyps = [t.text for t in translator.translate(src, beam_size=5, length_penalty="gnmt", alpha=alpha)]
+                changes = {} if domain is None else {"domain": domain}
+                hyps = [t.text for t in translator.translate(src, beam_size=5, length_penalty="gnmt", alpha=alpha,
+                                                             **changes)]
                 seconds = round(time.perf_counter() - t0, 1)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
@@ -128,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             model["scores"][set_name] = {"bleu": scores["bleu"]["score"], "chrf": scores["chrf"]["score"],
                                          "length_ratio": scores["bleu"]["length_ratio"], "seconds": seconds,
                                          "bleu_signature": scores["bleu"]["signature"],
-                                         "chrf_signature": scores["chrf"]["signature"], "hypotheses": str(out)}
+                                         "chrf_signature": scores["chrf"]["signature"], "hypotheses": str(out),
+                                         "domain": domain}
         results["models"][name] = model
     for system in sorted(WMT22_SYSTEMS.glob("*.en")) if "WMT22 general" in sets else []:
         src, refs, _ = sets["WMT22 general"]
@@ -192,7 +205,10 @@ def markdown(results: dict) -> str:
         machine = t.get("machine") or {}
         where = (f"{machine.get('description')}, {machine.get('torch_threads')} torch threads"
                  + (f", CUDA {machine['cuda']}" if machine.get("cuda") else ", no GPU")) if machine else "an unrecorded machine"
-        lines.append(f"- {name}: `{m['checkpoint']}`, trained at commit {short_commit(t.get('git_commit'))} on {where}.")
+        tags = {n: s["domain"] for n, s in m["scores"].items() if s.get("domain") is not None}
+        tagged = ("; decoded with the domain tags " + ", ".join(f"{n}: {d or 'none'}" for n, d in tags.items())) if tags else ""
+        lines.append(f"- {name}: `{m['checkpoint']}`, trained at commit {short_commit(t.get('git_commit'))} on {where}"
+                     f"{tagged}.")
     lines += ["", f"Produced by `{results['command']}` (beam 5; scoring with sacrebleu as in the signatures)."]
     return "\n".join(lines) + "\n"
 

@@ -1,13 +1,16 @@
 """Choose a checkpoint and beam search's length penalty on a development set (never on the test set).
 
     python scripts/tune_decoding.py CKPT [CKPT ...] --src valid.zh --ref valid.en \
-        [--alphas 0,0.3,0.6,1,1.5,2,3,4] [--base-alpha 0.6] [--beam-size 5] [--out DIR]
+        [--alphas 0,0.3,0.6,1,1.5,2,3,4] [--base-alpha 0.6] [--beam-size 5] [--domains FILE] [--out DIR]
 
 With several checkpoints (e.g. the last one and averages of the last 2, 4 and 8), each translates
 the development set at --base-alpha first and the best by BLEU goes on. Then the chosen checkpoint
 translates it once per GNMT alpha. Writes DIR/tuning.json and DIR/tuning.md (BLEU, chrF, brevity
 penalty and length ratio per row). The last line printed is `CHECKPOINT ALPHA` of the best BLEU,
-so a shell script can take it with `tail -n 1`.
+so a shell script can take it with `tail -n 1`. For a model trained with domain tags
+(data.train_tags), --domains gives each development source its domain, one name per line (an empty
+line: untagged), when the set mixes domains; without it every source gets the model's
+decoding.domain.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alphas", default="0,0.3,0.6,1,1.5,2,3,4", help="GNMT length-penalty exponents to try")
     p.add_argument("--base-alpha", type=float, default=0.6, help="alpha for comparing the checkpoints")
     p.add_argument("--beam-size", type=int, default=5)
+    p.add_argument("--domains", default=None, help="each source's domain tag, one per line (empty: untagged)")
     p.add_argument("--out", type=Path, default=None, help="directory for tuning.json and tuning.md")
     return p.parse_args(argv)
 
@@ -41,10 +45,25 @@ def main(argv: list[str] | None = None) -> int:
     src, ref = read_text_lines(Path(args.src)), read_text_lines(Path(args.ref))
     if len(src) != len(ref):
         sys.exit(f"tune_decoding.py: error: {args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
+    domains = read_text_lines(Path(args.domains)) if args.domains else None
+    if domains is not None and len(domains) != len(src):
+        sys.exit(f"tune_decoding.py: error: {args.src} has {len(src)} lines but {args.domains} has {len(domains)}")
+
+    def translate(translator, alpha: float) -> list[str]:
+        """The hypotheses in source order; with --domains, each domain's sources decoded with its tag."""
+        options = translator.options(beam_size=args.beam_size, length_penalty="gnmt", alpha=alpha)
+        if domains is None:
+            return [t.text for t in translator.translate(src, options)]
+        hyp = [""] * len(src)
+        for domain in dict.fromkeys(domains):
+            rows = [i for i, d in enumerate(domains) if d == domain]
+            for i, t in zip(rows, translator.translate([src[i] for i in rows], options, domain=domain)):
+                hyp[i] = t.text
+        return hyp
 
     def score(translator, checkpoint: str, alpha: float) -> dict:
         t0 = time.perf_counter()
-        hyp = [t.text for t in translator.translate(src, beam_size=args.beam_size, length_penalty="gnmt", alpha=alpha)]
+        hyp = translate(translator, alpha)
         scores = corpus_scores(hyp, [ref], tgt_lang=translator.cfg.data.tgt_lang)
         bleu = scores["bleu"]
         bp = 1.0 if bleu["sys_len"] >= bleu["ref_len"] else math.exp(1 - bleu["ref_len"] / max(bleu["sys_len"], 1))
@@ -68,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     best = max((r for r in rows if r["checkpoint"] == chosen), key=lambda r: r["bleu"])
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        report = {"checkpoints": args.checkpoints, "src": args.src, "ref": args.ref, "beam_size": args.beam_size,
+        report = {"checkpoints": args.checkpoints, "src": args.src, "ref": args.ref, "domains": args.domains,
+                  "beam_size": args.beam_size,
                   "sentences": len(src), "rows": rows, "best_checkpoint": chosen, "best_alpha": best["alpha"]}
         (args.out / "tuning.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         lines = [f"Tuning on {args.src} ({len(src)} sentences, beam {args.beam_size}, GNMT length penalty):", "",
@@ -82,4 +102,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nmt.cli import run_cli
+
+    sys.exit(run_cli("tune_decoding.py", main))  # a missing file, a bad checkpoint, an unknown domain: one line

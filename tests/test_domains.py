@@ -2,6 +2,10 @@
 per-corpus sampling weights that mixed fine-tuning uses (data.train_weights; the sampler's own
 tests are in test_data.py)."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from nmt.api import Translator
@@ -11,6 +15,7 @@ from nmt.data import TranslationDataModule, load_raw
 from nmt.errors import TranslationError
 from nmt.tokenizer import Tokenizer, TokenizerError, domain_piece, train_tokenizer
 from nmt.training.run import train
+from tests.conftest import ROOT
 from tests.test_reliability import assert_one_line, call
 
 SOURCES = ["a b", "b c d", "c a", "d d b", "a c d b", "b a", "c c", "d a c"]
@@ -69,6 +74,22 @@ def test_tagged_corpora_teach_one_model_each_domain_and_the_domain_picks_the_out
     assert out.splitlines() == ["beta", "beta"]
     code, _, err = call(capsys, monkeypatch, translate_cli.main, [*args, "--domain", "law"])
     assert_one_line(code, err, "unknown domain 'law': this model's domains are A, B")
+    # scripts/tune_decoding.py on a development set that mixes the domains: --domains tags each line
+    dev = {"src": SOURCES, "ref": ["alpha"] * 4 + ["beta"] * 4, "domains": ["A"] * 4 + ["B"] * 4}
+    for name, lines in dev.items():
+        (tmp_path / f"dev.{name}").write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    tune = [sys.executable, str(ROOT / "scripts" / "tune_decoding.py"), str(ckpt), "--src", str(tmp_path / "dev.src"),
+            "--ref", str(tmp_path / "dev.ref"), "--alphas", "0", "--beam-size", "1", "--out"]
+    tagged = subprocess.run([*tune, str(tmp_path / "t1"), "--domains", str(tmp_path / "dev.domains")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    untagged = subprocess.run([*tune, str(tmp_path / "t2")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert tagged.returncode == untagged.returncode == 0, tagged.stderr[-2000:] + untagged.stderr[-2000:]
+    chrf = [json.loads((tmp_path / t / "tuning.json").read_text())["rows"][0]["chrf"] for t in ("t1", "t2")]
+    assert chrf[0] == 100.0 > chrf[1]  # untagged, every line gets decoding.domain A: the B half is wrong
+    (tmp_path / "dev.domains").write_text("A\n" * 7 + "law\n", encoding="utf-8")
+    bad = subprocess.run([*tune, str(tmp_path / "t3"), "--domains", str(tmp_path / "dev.domains")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert_one_line(bad.returncode, bad.stderr, "tune_decoding.py: error: unknown domain 'law'")
 
 
 def test_a_model_without_tags_refuses_a_domain(toy_ckpt):

@@ -258,6 +258,11 @@ def test_the_recipe_on_other_data_chooses_on_all_its_valid_splits_and_can_stop_b
     best, alpha = (run_dir / "tuning" / "choice.log").read_text(encoding="utf-8").splitlines()[-1].split()
     assert Path(best).is_file() and float(alpha) >= 0
     assert not (run_dir / "test").exists()  # SCORE=0: neither the Tatoeba test nor WMT22 scored
+    # PREFIX=TAG: that split's lines are decoded with the domain tag TAG (this model has none: refused)
+    tagged = _recipe({**env, "DEV": f"{p / 'valid'}=X {p / 'test'}"}, str(run_dir))
+    domains = (run_dir / "tuning" / "dev.domains").read_text(encoding="utf-8").splitlines()
+    assert domains == ["X"] * len(valid) + [""] * (len(dev) - len(valid))
+    assert tagged.returncode == 2 and "unknown domain 'X'" in tagged.stderr and "Traceback" not in tagged.stderr
 
     bad = _recipe({**env, "DEV": f"{p / 'valid'} {p / 'missing'}"}, str(tmp_path / "bad"))
     assert bad.returncode == 2 and f"DEV: no {p / 'missing'}.zh" in bad.stderr and "Traceback" not in bad.stderr
