@@ -5,9 +5,10 @@ attention under bf16-mixed buys (nmt.models.transformer.attend). Not a test: not
 
 The model of configs/tatoeba_cpu.yaml (3+3 layers, d_model 256, d_ff 1,024, 4 heads, separate
 4,000-piece vocabularies, its dropout: a mask costs the same at any p) in training mode; each step
-is the recipe's: forward with the output layer on non-pad positions only, label-smoothed loss (0.2), backward, fused Adam. The
-batches are the same random token ids for every row: 40 batches of about 2,048 target tokens,
-lengths drawn from 6 to 30 with ragged padding (the first 3 are warm-up). Rows:
+is the recipe's: forward with the output layer on non-pad positions only, label-smoothed loss (the
+config's epsilon), backward, fused Adam. The batches are the same random token ids for every row:
+40 batches of about 2,048 target tokens, lengths drawn from 6 to 30 with ragged padding (the first
+3 are warm-up). Rows:
 - float32 (trainer.precision 32-true);
 - bf16-mixed, attention in float32 (what training does);
 - bf16-mixed, attention in bfloat16 (torch's CPU attention kernel as autocast gives it: the
